@@ -1,0 +1,1 @@
+"""Baseline methods, one self-contained file each (installed as `fypbench.baselines`)."""

@@ -1,0 +1,1 @@
+"""Method models that live in their own folder (installed as `fypbench.models`)."""
