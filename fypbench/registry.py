@@ -59,7 +59,3 @@ METHODS.register("reference", "fypbench.methods.reference:ReferenceGenerator",
 WORLDS = Registry("world")
 WORLDS.register("mini", "fypbench.world.mini.world:MiniWorld",
                 "Offline CPU world: mannequin renders of mocap + procedural motion, tiny in-house models")
-
-PROTOCOLS = Registry("protocol")
-PROTOCOLS.register("fyp-1024", "fypbench.protocol:load_builtin",
-                   "1024 pose-prompt samples (64 pose sequences x 16 prompts), 8 frames each")

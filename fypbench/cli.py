@@ -1,0 +1,187 @@
+"""The `fypbench` command line.
+
+    fypbench --help
+
+Every command imports its heavy modules lazily, so `fypbench ls ...` is instant. User errors print one line
+on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from fypbench.errors import UserError
+
+
+class SuggestingGroup(TyperGroup):
+    """Unknown sub-commands get a 'did you mean' suggestion."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=2, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise click.UsageError(f"No such command {name!r}.{hint}", ctx)
+        return super().resolve_command(ctx, args)
+
+
+def _app(help_text: str) -> typer.Typer:
+    return typer.Typer(cls=SuggestingGroup, help=help_text, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+app = _app("fypbench: train, run and compare pose-guided text-to-video generators.")
+protocol_app = _app("Build, inspect and validate protocols (named, hashed sets of pose-prompt samples).")
+world_app = _app("Look at a world: render samples as videos.")
+app.add_typer(protocol_app, name="protocol")
+app.add_typer(world_app, name="world")
+
+LS_KINDS = ("methods", "protocols", "worlds")
+
+
+@app.command("ls")
+def ls(kind: Annotated[str, typer.Argument(help="methods | protocols | worlds")]) -> None:
+    """List registered methods, built-in protocols or worlds (imports nothing heavy)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fypbench.errors import did_you_mean
+    from fypbench.registry import METHODS, WORLDS
+
+    table = Table(box=None)
+    table.add_column(kind[:-1] if kind.endswith("s") else kind, style="bold")
+    table.add_column("description")
+    if kind == "methods":
+        for entry in METHODS.entries():
+            table.add_row(entry.name, entry.summary)
+    elif kind == "worlds":
+        for entry in WORLDS.entries():
+            table.add_row(entry.name, entry.summary)
+    elif kind == "protocols":
+        import json
+
+        from fypbench.protocol import HEADER_FILE, builtin_names
+        from fypbench.protocols import DATA_DIR
+
+        for name in builtin_names():
+            header = json.loads((DATA_DIR / name / HEADER_FILE).read_text())
+            table.add_row(name, header.get("description", ""))
+    else:
+        raise did_you_mean(kind, LS_KINDS, "listing")
+    Console().print(table)
+
+
+@protocol_app.command("build")
+def protocol_build(
+    name: Annotated[str, typer.Argument(help="built-in protocol to build, e.g. fyp-1024")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: the built-in protocols/NAME)")] = None,
+) -> None:
+    """Build a protocol deterministically (a rebuild gives the same hash)."""
+    import time
+
+    from fypbench.protocol import build_protocol, save_protocol
+    from fypbench.protocols import DATA_DIR
+
+    started = time.perf_counter()
+    protocol = build_protocol(name)
+    folder = save_protocol(protocol, out if out is not None else DATA_DIR / name)
+    typer.echo(f"built {protocol.name}: {len(protocol)} samples, hash {protocol.hash} -> {folder} "
+               f"({time.perf_counter() - started:.1f} s)")
+
+
+@protocol_app.command("validate")
+def protocol_validate(name: Annotated[str, typer.Argument(help="protocol name or folder")]) -> None:
+    """Check a protocol's files: hash, counts, shapes, value ranges, ids, seeds, tags, sources."""
+    from fypbench.protocol import load_protocol
+
+    protocol = load_protocol(name)
+    typer.echo(f"{protocol.name}: {len(protocol)} samples, {protocol.num_frames} frames at {protocol.fps:g} fps "
+               f"(stride {protocol.stride}), hash {protocol.hash} OK")
+
+
+@protocol_app.command("show")
+def protocol_show(
+    name: Annotated[str, typer.Argument(help="protocol name or folder")],
+    sample: Annotated[str | None, typer.Option(help="show one sample in full")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="samples to list")] = 10,
+) -> None:
+    """Summarise a protocol (counts per tag) or show one sample."""
+    import json
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from fypbench.protocol import load_protocol
+
+    protocol = load_protocol(name)
+    console = Console()
+    if sample is not None:
+        s = protocol.sample(sample)
+        console.print_json(json.dumps({**s.to_record(), "num_frames": s.num_frames,
+                                       "keypoints_frame0": s.keypoints[0].round(4).tolist()}))
+        return
+    console.print(f"[bold]{protocol.name}[/bold]: {len(protocol)} samples, {protocol.num_frames} frames at "
+                  f"{protocol.fps:g} fps (stride {protocol.stride}), base seed {protocol.base_seed}, "
+                  f"hash {protocol.hash}\n{protocol.description}")
+    tags = Table(title="samples per tag value", box=None)
+    tags.add_column("tag", style="bold")
+    tags.add_column("values")
+    for key in protocol.tags:
+        counts = Counter(s.tags.get(key) for s in protocol.samples)
+        tags.add_row(key, ", ".join(f"{v}={n}" for v, n in sorted(counts.items(), key=lambda kv: str(kv[0]))))
+    console.print(tags)
+    listing = Table(box=None)
+    for column in ("id", "prompt", "motion", "camera"):
+        listing.add_column(column)
+    for s in protocol.samples[:limit]:
+        listing.add_row(s.id, s.prompt, s.tags.get("motion", ""), s.tags.get("camera", ""))
+    console.print(listing)
+
+
+@world_app.command("render")
+def world_render(
+    protocol: Annotated[str, typer.Option(help="protocol name or folder")] = "fyp-1024",
+    sample: Annotated[str, typer.Option(help="sample id")] = ...,
+    out: Annotated[Path, typer.Option(help="output folder")] = ...,
+    size: Annotated[int, typer.Option(min=16, max=1024, help="frame side in pixels")] = 64,
+    world: Annotated[str, typer.Option(help="world that renders the sample")] = "mini",
+) -> None:
+    """Render one sample: ground truth, neutral source and pose skeletons -> mp4, gif, contact-sheet PNG."""
+    from fypbench.protocol import load_protocol
+    from fypbench.registry import WORLDS
+    from fypbench.world.mini.preview import write_sample_previews
+
+    world_obj = WORLDS.load(world)()
+    s = load_protocol(protocol).sample(sample)
+    paths = write_sample_previews(world_obj, s, out, size=size)
+    for path in paths:
+        typer.echo(str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return UserError.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The mini world as a component bundle: resolution, frame count, the renderer of ground truth and sources.
+
+    python -c "from fypbench.world.mini.world import MiniWorld; print(MiniWorld())"
+
+A sample of a mini-world protocol carries `source = {"world": "mini", "motion": MotionSpec.to_dict()}`;
+its appearance is the prompt's (parsed by the grammar), its background randomness its seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fypbench.sample import Sample
+
+SOURCE_FIELDS = ("world", "motion")
+
+
+def validate_source(source: dict[str, Any]) -> None:
+    """Raise ValueError naming the bad field of a mini-world source reference."""
+    from fypbench.world.mini.motion import MotionSpec
+
+    unknown = set(source) - set(SOURCE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
+    if "motion" not in source:
+        raise ValueError("field 'motion' is missing")
+    MotionSpec.from_dict(source["motion"])
+
+
+def motion_spec(sample: Sample):
+    from fypbench.world.mini.motion import MotionSpec
+
+    if sample.source is None or sample.source.get("world") != "mini":
+        raise ValueError(f"sample {sample.id!r} has no mini-world source reference")
+    return MotionSpec.from_dict(sample.source["motion"])
+
+
+@dataclass(frozen=True)
+class MiniWorld:
+    name: str = "mini"
+    size: int = 64
+    num_frames: int = 8
+
+    def render_reference(self, sample: Sample, size: int | None = None):
+        """The ground-truth video of a sample: its motion, its prompt's appearance, its seed's background."""
+        from fypbench.world.mini.grammar import parse
+        from fypbench.world.mini.render import render_video
+
+        appearance = parse(sample.prompt).appearance
+        return render_video(motion_spec(sample), appearance, size=size or self.size, seed=sample.seed)
+
+    def render_source(self, sample: Sample, size: int | None = None):
+        """The neutral-appearance source video of a sample's motion (Tune-A-Video and FOMM inputs)."""
+        from fypbench.world.mini.appearance import NEUTRAL
+        from fypbench.world.mini.render import render_video
+
+        return render_video(motion_spec(sample), NEUTRAL, size=size or self.size, seed=0)
