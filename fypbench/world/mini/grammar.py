@@ -101,14 +101,15 @@ def compose(parts: PromptParts) -> str:
 class _Cursor:
     """Left-to-right matcher over one prompt; errors name the position and the text found there."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, original: str):
         self.text = text
+        self.original = original
         self.pos = 0
 
     def fail(self, expected: str) -> ValueError:
         rest = self.text[self.pos:]
-        found = repr(rest.split(" ")[0] if rest.split(" ")[0] else rest[:12]) if rest else "the end of the prompt"
-        return ValueError(f"cannot parse prompt {self.text!r}: expected {expected} at character {self.pos}, "
+        found = repr(rest[:20]) if rest else "the end of the prompt"
+        return ValueError(f"cannot parse prompt {self.original!r}: expected {expected} at character {self.pos}, "
                           f"found {found}")
 
     def literal(self, word: str) -> bool:
@@ -141,7 +142,7 @@ def parse(text: str) -> PromptParts:
     """The PromptParts of a grammar prompt; ValueError naming the word and position it cannot parse."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"cannot parse prompt {text!r}: expected a non-empty string")
-    cursor = _Cursor(text[0].lower() + text[1:])
+    cursor = _Cursor(text[0].lower() + text[1:], text)
     article = cursor.choice(ARTICLES, "an article", (" ",))
     cursor.expect(" ")
     character = cursor.choice(tuple(CHARACTERS), "a character", (",", " ", ""))

@@ -4,7 +4,8 @@
 
 The rule (checked by tests/world/mini/test_splits.py over thousands of stream items):
 
-1. Held-out motions. The real clips in HELD_OUT_MOTIONS are used only by protocols, never by a training stream.
+1. Held-out motions. The real clips in HELD_OUT_CLIPS (HELD_OUT_MOTIONS: the same as (kind, name) pairs) are
+   used only by protocols, never by a training stream.
    Training uses the other real clips (TRAIN_REAL_CLIPS) and the procedural motions.
 2. Disjoint seed spaces. Every seed a training stream puts in a MotionSpec (or passes to the renderer) comes from
    `train_seed(stream, index)`, every protocol seed from `eval_seed(*parts)`. Both are 63-bit sha256 seeds
@@ -37,8 +38,11 @@ from fypbench.world.mini.motion import PROCEDURAL_MOTIONS, REAL_CLIPS, MotionSpe
 
 Split = Literal["seen", "unseen"]
 
-HELD_OUT_MOTIONS: tuple[str, ...] = ("dance_b", "spinkick", "cartwheel", "getup_faceup", "walker_turn_right1")
-TRAIN_REAL_CLIPS: tuple[str, ...] = tuple(c for c in REAL_CLIPS if c not in HELD_OUT_MOTIONS)
+HELD_OUT_CLIPS: tuple[str, ...] = ("dance_b", "spinkick", "cartwheel", "getup_faceup", "walker_turn_right1")
+# (kind, name), so `(spec.kind, spec.name) in HELD_OUT_MOTIONS` is exact although "walk", "run", "jump" and
+# "kick" name both a real clip and a procedural motion (none of the held-out clip names is procedural).
+HELD_OUT_MOTIONS: frozenset[tuple[str, str]] = frozenset(("real", name) for name in HELD_OUT_CLIPS)
+TRAIN_REAL_CLIPS: tuple[str, ...] = tuple(c for c in REAL_CLIPS if c not in HELD_OUT_CLIPS)
 
 # (character, scene)
 HELD_OUT_CHARACTER_SCENE: frozenset[tuple[str, str]] = frozenset({
@@ -74,9 +78,9 @@ EVAL_SEED_BIT = 1 << (SEED_BITS - 1)
 
 
 def _check_tables() -> None:
-    for motion in HELD_OUT_MOTIONS:
-        if motion not in REAL_CLIPS:
-            raise RuntimeError(f"held-out motion {motion!r} is not a real clip")
+    for motion in HELD_OUT_CLIPS:
+        if motion not in REAL_CLIPS or motion in PROCEDURAL_MOTIONS:
+            raise RuntimeError(f"held-out motion {motion!r} is not a real-only clip name")
     for character, scene in HELD_OUT_CHARACTER_SCENE:
         if character not in CHARACTERS or scene not in SCENES:
             raise RuntimeError(f"bad held-out character x scene pair {(character, scene)!r}")
@@ -84,7 +88,7 @@ def _check_tables() -> None:
         if not style or style not in STYLES or character not in CHARACTERS:
             raise RuntimeError(f"bad held-out style x character pair {(style, character)!r}")
     for motion, character in HELD_OUT_MOTION_CHARACTER:
-        if motion not in VERBS or motion in HELD_OUT_MOTIONS or character not in CHARACTERS:
+        if motion not in VERBS or motion in HELD_OUT_CLIPS or character not in CHARACTERS:
             raise RuntimeError(f"bad held-out motion x character pair {(motion, character)!r}")
 
 
@@ -99,7 +103,7 @@ def _known_motion(motion: str) -> None:
 def motion_split(motion: str) -> Split:
     """"unseen" for a held-out real clip, else "seen"."""
     _known_motion(motion)
-    return "unseen" if motion in HELD_OUT_MOTIONS else "seen"
+    return "unseen" if motion in HELD_OUT_CLIPS else "seen"
 
 
 def held_out_pairs(appearance: Appearance, motion: str | None) -> tuple[str, ...]:
@@ -141,7 +145,7 @@ def train_allows_spec(spec: MotionSpec) -> bool:
     """Whether a training item may use this motion spec: no held-out clip, no eval seed, a training view."""
     if spec.name not in (REAL_CLIPS if spec.kind == "real" else PROCEDURAL_MOTIONS):
         raise ValueError(f"unknown {spec.kind} motion {spec.name!r}")
-    if spec.kind == "real" and spec.name in HELD_OUT_MOTIONS:
+    if (spec.kind, spec.name) in HELD_OUT_MOTIONS:
         return False
     return not is_eval_seed(spec.seed) and view_split(spec.view) == "seen"
 

@@ -1,0 +1,537 @@
+"""Shared training-loop utilities for every recipe: configs, accelerate, data order, checkpoints, progress, EMA.
+
+    python -c "from fypbench.training.common import load_config; print(load_config('vae', 'debug'))"
+
+- Configs are YAML presets `configs/<recipe>_<preset>.yaml` (or a YAML file path), with dotted overrides
+  ("train.lr=1e-4"); an unknown preset, key or a value of the wrong type raises UserError naming it.
+- `make_accelerator` works in a single CPU process and under `accelerate launch` / `torchrun` (gloo on CPU).
+- Data order: the global batch of step s is a fixed function of (seed, s); each process takes its slice, so
+  training sees the same samples for any process count. Per-sample randomness (noise, timesteps) comes from
+  (seed, purpose, stream position), never from the rank or the position in a process's batch.
+- Checkpoints are written atomically every N steps and on the last step; resuming restores model, optimizer,
+  LR schedule, EMA and the step, and continues with the same data order.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from fypbench.errors import UserError, did_you_mean
+from fypbench.io import atomic_path, write_json_atomic
+from fypbench.seeding import derive_seed, numpy_rng
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_PREFIX = "package:"
+CHECKPOINT_NAME = "checkpoint.pt"
+# Config fields that may change between a checkpoint and its resumption (they do not change what is trained).
+RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.log_every", "export_dir", "data.workers")
+
+
+# ------------------------------------------------------------------------------------------------------ config
+def preset_names(recipe: str) -> list[str]:
+    return sorted(p.stem[len(recipe) + 1:] for p in CONFIG_DIR.glob(f"{recipe}_*.yaml"))
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _coerce(key: str, old: Any, new: Any, where: str) -> Any:
+    """Check an override's type against the preset's value (None in the preset accepts anything)."""
+    if isinstance(new, str) and not isinstance(old, str) and old is not None:
+        new = yaml.safe_load(new)
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool):
+        ok = isinstance(new, bool)
+    elif isinstance(old, int):
+        ok = isinstance(new, int) and not isinstance(new, bool)
+    elif isinstance(old, float):
+        ok = isinstance(new, (int, float)) and not isinstance(new, bool)
+        new = float(new) if ok else new
+    elif isinstance(old, (list, tuple)):
+        ok = isinstance(new, (list, tuple))
+        new = list(new) if ok else new
+    elif isinstance(old, Mapping):
+        ok = isinstance(new, Mapping)
+    else:
+        ok = isinstance(new, type(old))
+    if not ok:
+        raise UserError(f"{where}: override {key}={new!r} has the wrong type (expected "
+                        f"{type(old).__name__}, like the preset's {old!r})")
+    return new
+
+
+def load_config(recipe: str, preset: str | os.PathLike = "mini",
+                overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A recipe's config: a named preset (configs/<recipe>_<preset>.yaml) or a YAML file, plus overrides.
+
+    Overrides use dotted keys for nested fields ({"train.lr": 1e-4}); every key must exist in the preset.
+    """
+    candidate = Path(preset)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        path = candidate
+    else:
+        path = CONFIG_DIR / f"{recipe}_{preset}.yaml"
+        if not path.is_file():
+            raise did_you_mean(str(preset), preset_names(recipe), f"{recipe} preset")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    if config.get("recipe") != recipe:
+        raise UserError(f"{path}: field 'recipe' is {config.get('recipe')!r}, expected {recipe!r}")
+    flat = _flatten(config)
+    for key, value in (overrides or {}).items():
+        if key not in flat:
+            raise did_you_mean(key, flat, f"config key of {path.name}")
+        flat[key] = _coerce(key, flat[key], value, str(path))
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = flat[key]
+    config["preset"] = str(preset)
+    return config
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """CLI "key=value" items -> overrides (values parsed as YAML: 3, 1e-4, true, [1, 2], text)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override {item!r}: expected key=value")
+        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return overrides
+
+
+def resolve_path(value: str | os.PathLike) -> Path:
+    """A config path: "package:<rel>" is inside the installed fypbench package, anything else as given."""
+    text = str(value)
+    if text.startswith(PACKAGE_PREFIX):
+        return PACKAGE_ROOT / text[len(PACKAGE_PREFIX):]
+    return Path(text).expanduser()
+
+
+def import_object(target: str) -> Any:
+    """"package.module:object" -> the object (how configs name datasets)."""
+    import importlib
+
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        raise UserError(f"data target {target!r}: expected 'package.module:object'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"data target {target!r}: cannot import ({exc})") from None
+
+
+# ------------------------------------------------------------------------------------------------- accelerate
+def make_accelerator(mixed_precision: str = "no"):
+    """An Accelerator on CUDA when present, else on the CPU (gloo when launched with several processes)."""
+    from accelerate import Accelerator
+
+    if mixed_precision not in ("no", "bf16", "fp16"):
+        raise UserError(f"train.mixed_precision {mixed_precision!r}: expected no, bf16 or fp16")
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+
+
+# -------------------------------------------------------------------------------------------------- data order
+def global_batch(step: int, batch_size: int, dataset_size: int, seed: int) -> np.ndarray:
+    """Dataset indices of step `step`'s global batch: epochs of seeded permutations, read in stream order."""
+    if dataset_size < 1:
+        raise ValueError("empty dataset")
+    positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, dataset_size)
+    out = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        permutation = numpy_rng("data-order", seed, int(epoch)).permutation(dataset_size)
+        mask = epochs == epoch
+        out[mask] = permutation[offsets[mask]]
+    return out
+
+
+@dataclass(frozen=True)
+class BatchSlice:
+    """This process's part of a global batch: dataset indices and their stream positions."""
+
+    indices: np.ndarray
+    positions: np.ndarray
+
+
+def process_batch(step: int, batch_size: int, dataset_size: int, seed: int, rank: int,
+                  world_size: int) -> BatchSlice:
+    if batch_size % world_size:
+        raise UserError(f"train.batch_size {batch_size} is not divisible by the {world_size} processes")
+    per_process = batch_size // world_size
+    indices = global_batch(step, batch_size, dataset_size, seed)
+    lo, hi = rank * per_process, (rank + 1) * per_process
+    positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+    return BatchSlice(indices=indices[lo:hi], positions=positions[lo:hi])
+
+
+def per_sample_randn(seed: int, purpose: str, positions: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
+    """(N, *shape) standard normal noise, sample n drawn from (seed, purpose, stream position n)."""
+    out = []
+    for position in positions:
+        generator = torch.Generator().manual_seed(derive_seed(purpose, seed, int(position)))
+        out.append(torch.randn(tuple(shape), generator=generator))
+    return torch.stack(out)
+
+
+def per_sample_randint(seed: int, purpose: str, positions: Sequence[int], high: int) -> torch.Tensor:
+    """(N,) integers in [0, high), one per stream position."""
+    values = [int(numpy_rng(purpose, seed, int(p)).integers(0, high)) for p in positions]
+    return torch.tensor(values, dtype=torch.long)
+
+
+def per_sample_uniform(seed: int, purpose: str, positions: Sequence[int]) -> np.ndarray:
+    return np.array([numpy_rng(purpose, seed, int(p)).random() for p in positions])
+
+
+# -------------------------------------------------------------------------------------------------- data cache
+def _render_range(args: tuple[str, dict[str, Any], int, int]) -> tuple[np.ndarray, list[str]]:
+    target, kwargs, start, stop = args
+    dataset = import_object(target)(**kwargs)
+    images, captions = [], []
+    for i in range(start, stop):
+        image, caption = dataset[i]
+        images.append(np.asarray(image, dtype=np.uint8))
+        captions.append(str(caption))
+    return np.stack(images), captions
+
+
+def cached_dataset(target: str, kwargs: Mapping[str, Any], count: int, cache_dir: Path, workers: int = 1,
+                   log: Callable[[str], None] = print) -> tuple[np.ndarray, list[str]]:
+    """Items 0..count-1 of a captioned-image dataset (`ds[i] -> (uint8 HxWx3, caption)`), rendered once.
+
+    Stored as images.npy + captions.json + info.json in `cache_dir` (atomic writes); a cache made from another
+    dataset, size or count is rebuilt. Items are rendered in `workers` processes (order does not matter: each
+    item depends on its index only).
+    """
+    info = {"target": target, "kwargs": dict(kwargs), "count": int(count)}
+    images_path, captions_path, info_path = (cache_dir / "images.npy", cache_dir / "captions.json",
+                                             cache_dir / "info.json")
+    if info_path.exists() and images_path.exists() and captions_path.exists():
+        if json.loads(info_path.read_text()) == info:
+            return np.load(images_path, mmap_mode="r"), json.loads(captions_path.read_text())
+    dataset_type = import_object(target)
+    probe = dataset_type(**kwargs)
+    if hasattr(probe, "__len__") and len(probe) < count:
+        raise UserError(f"data.count {count} exceeds the dataset's {len(probe)} items ({target})")
+    start = time.perf_counter()
+    chunk = max(1, min(512, math.ceil(count / max(1, workers) / 4)))
+    jobs = [(target, dict(kwargs), lo, min(count, lo + chunk)) for lo in range(0, count, chunk)]
+    parts: list[tuple[np.ndarray, list[str]]] = []
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for i, part in enumerate(pool.imap(_render_range, jobs)):
+                parts.append(part)
+                if (i + 1) % max(1, len(jobs) // 10) == 0:
+                    log(f"rendered {sum(len(p[1]) for p in parts)}/{count} images")
+    else:
+        parts = [_render_range(job) for job in jobs]
+    images = np.concatenate([p[0] for p in parts])
+    captions = [c for p in parts for c in p[1]]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(images_path) as tmp:
+        np.save(tmp, images)
+    write_json_atomic(captions_path, captions)
+    write_json_atomic(info_path, info)
+    log(f"rendered {count} images in {time.perf_counter() - start:.0f} s -> {cache_dir}")
+    return np.load(images_path, mmap_mode="r"), captions
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+# --------------------------------------------------------------------------------------------------------- EMA
+class EMA:
+    """Exponential moving average of parameters, with the usual warm-up: decay_t = min(decay, (1+t)/(10+t))."""
+
+    def __init__(self, parameters: Sequence[torch.nn.Parameter], decay: float):
+        self.decay = float(decay)
+        self.shadow = [p.detach().clone().float() for p in parameters]
+
+    @torch.no_grad()
+    def update(self, parameters: Sequence[torch.nn.Parameter], step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for shadow, param in zip(self.shadow, parameters, strict=True):
+            shadow.lerp_(param.detach().float(), 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, parameters: Sequence[torch.nn.Parameter]) -> None:
+        for shadow, param in zip(self.shadow, parameters, strict=True):
+            param.copy_(shadow.to(param.dtype))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "shadow": self.shadow}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if len(state["shadow"]) != len(self.shadow):
+            raise ValueError("EMA state does not match the parameters")
+        self.decay = float(state["decay"])
+        self.shadow = [t.clone() for t in state["shadow"]]
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    a, b = _flatten(saved), _flatten(current)
+    return sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and k != "preset")
+
+
+def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(dict(payload), tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: torch raises several types
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it or pass resume=False")
+
+
+# ---------------------------------------------------------------------------------------------- the loop itself
+def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
+    return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
+
+
+@dataclass
+class LoopResult:
+    final_step: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    steps_run: int = 0
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / self.steps_run if self.steps_run else float("nan")
+
+
+@dataclass
+class TrainingLoop:
+    """Runs `loss_fn(step, batch, modules)` for train.steps steps: AdamW, warm-up, clipping, EMA, checkpoints.
+
+    `modules` are the trained modules (their state is checkpointed); `loss_fn` receives them prepared by
+    accelerate (wrapped for gradient synchronisation when several processes run) and must call those.
+    `parameters` are the optimised parameters.
+    `train` is the config's train section. The loop never reads wall time into anything it trains.
+    """
+
+    accelerator: Any
+    output_dir: Path
+    config: dict[str, Any]
+    modules: dict[str, torch.nn.Module]
+    parameters: list[torch.nn.Parameter]
+    dataset_size: int
+    loss_fn: Callable[[int, BatchSlice, dict[str, torch.nn.Module]], torch.Tensor]
+    log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        train = self.config["train"]
+        self.train = train
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=float(train["lr"]),
+                                           betas=tuple(train["betas"]), weight_decay=float(train["weight_decay"]),
+                                           eps=1e-8)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant(int(train["warmup_steps"])))
+        self.ema = EMA(self.parameters, float(train["ema_decay"])) if float(train["ema_decay"]) > 0 else None
+        self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
+
+    def _payload(self, step: int) -> dict[str, Any]:
+        return {"step": step, "config": self.config,
+                "modules": {name: self.accelerator.unwrap_model(m).state_dict() for name, m in self.modules.items()},
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None}
+
+    def _restore(self, resume: bool) -> int:
+        state = load_checkpoint(self.checkpoint_path) if resume else None
+        if state is None:
+            return 0
+        changed = config_differences(state["config"], self.config)
+        if changed:
+            raise UserError(f"{self.checkpoint_path}: written with a different config ({', '.join(changed[:4])}); "
+                            "use another output directory or resume=False")
+        for name, module in self.modules.items():
+            self.accelerator.unwrap_model(module).load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.log(f"resumed from {self.checkpoint_path} at step {state['step']}")
+        return int(state["step"])
+
+    def run(self, resume: bool = True) -> LoopResult:
+        acc = self.accelerator
+        steps, every = int(self.train["steps"]), int(self.train["checkpoint_every"])
+        log_every, clip = int(self.train["log_every"]), float(self.train["grad_clip"])
+        start = self._restore(resume)
+        self.optimizer = acc.prepare(self.optimizer)
+        prepared = {name: acc.prepare(module) for name, module in self.modules.items()}
+        result = LoopResult(final_step=start)
+        seed = int(self.config["seed"])
+        begin = time.perf_counter()
+        running: list[float] = []
+        with progress_bar(acc.is_main_process, f"{self.config['recipe']} {self.config['preset']}",
+                          steps, start) as advance:
+            for step in range(start, steps):
+                batch = process_batch(step, int(self.train["batch_size"]), self.dataset_size, seed,
+                                      acc.process_index, acc.num_processes)
+                for module in prepared.values():
+                    module.train()
+                with acc.autocast():
+                    loss = self.loss_fn(step, batch, prepared)
+                acc.backward(loss)
+                if clip > 0:
+                    acc.clip_grad_norm_(self.parameters, clip)
+                self.optimizer.step()
+                self.schedule.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update(self.parameters, step)
+                running.append(float(loss.detach()))
+                done = step + 1
+                result.steps_run += 1
+                if done % log_every == 0 or done == steps:
+                    mean = float(acc.reduce(torch.tensor(np.mean(running)), reduction="mean"))
+                    result.losses.append((done, mean))
+                    running.clear()
+                    elapsed = time.perf_counter() - begin
+                    if acc.is_main_process:
+                        self.log(f"step {done}/{steps} loss {mean:.5f} "
+                                 f"({elapsed / result.steps_run:.2f} s/step, {elapsed / 60:.1f} min)")
+                        with open(self.output_dir / "losses.jsonl", "a") as handle:
+                            handle.write(json.dumps({"step": done, "loss": mean,
+                                                     "seconds": round(elapsed, 2)}) + "\n")
+                if done % every == 0 or done == steps:
+                    if acc.is_main_process:
+                        save_checkpoint(self.checkpoint_path, self._payload(done))
+                    acc.wait_for_everyone()
+                advance(done, float(loss.detach()))
+        result.final_step = max(start, steps)
+        result.seconds = time.perf_counter() - begin
+        return result
+
+    def export_parameters(self) -> None:
+        """Put the EMA weights (when used) into the modules, for export."""
+        if self.ema is not None:
+            self.ema.copy_to(self.parameters)
+
+
+class progress_bar:
+    """Rich progress when interactive and on the main process; otherwise nothing (the loop logs lines)."""
+
+    def __init__(self, enabled: bool, description: str, total: int, completed: int):
+        from rich.console import Console
+
+        self.enabled = enabled and Console(stderr=True).is_terminal
+        self.description, self.total, self.completed = description, total, completed
+
+    def __enter__(self) -> Callable[[int, float], None]:
+        if not self.enabled:
+            return lambda done, loss: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=False)
+        self.progress.__enter__()
+        task = self.progress.add_task(self.description, total=self.total, completed=self.completed, loss=float("nan"))
+        return lambda done, loss: self.progress.update(task, completed=done, loss=loss)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+
+def make_logger(output_dir: Path, is_main: bool) -> Callable[[str], None]:
+    """Log lines to stderr (rich) and to <output_dir>/train.log, from the main process only."""
+    from rich.console import Console
+
+    console = Console(stderr=True, log_path=False)
+
+    def log(message: str) -> None:
+        if not is_main:
+            return
+        console.log(message)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with open(output_dir / "train.log", "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    return log
+
+
+# ------------------------------------------------------------------------------------------------------ export
+def command_line(recipe: str, preset: str, overrides: Mapping[str, Any] | None) -> str:
+    """The CLI command that reproduces a training run."""
+    parts = ["fypbench", "train", recipe, "--world", "mini", "--preset", str(preset)]
+    for key, value in (overrides or {}).items():
+        parts += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    return shlex.join(parts)
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True, text=True,
+                             timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_record(config: Mapping[str, Any], overrides: Mapping[str, Any] | None, result: LoopResult) -> dict[str, Any]:
+    """What a manifest records about the training run."""
+    return {
+        "training": {
+            "command": command_line(config["recipe"], config["preset"], overrides),
+            "config": copy.deepcopy(dict(config)),
+            "final_step": result.final_step,
+            "final_loss": result.losses[-1][1] if result.losses else None,
+            "seconds_this_session": round(result.seconds, 1),
+            "seconds_per_step": round(result.seconds_per_step, 4) if result.steps_run else None,
+            "git": git_revision(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+        }
+    }
+
+
+def default_output_dir(recipe: str, preset: str) -> Path:
+    return Path("runs") / "train" / f"{recipe}_{Path(str(preset)).stem}"
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    for lo in range(0, n, size):
+        yield slice(lo, min(n, lo + size))
