@@ -7,4 +7,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+python -m pip install --quiet --disable-pip-version-check --no-deps "mediapipe==0.10.14"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -26,12 +26,13 @@ Backbones:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -163,6 +164,20 @@ def _load_weights_into(model, path: Path, model_id: str) -> None:
         raise UserError(f"{path}: not loadable as {model_id} CLIP weights ({detail[:300]})") from None
 
 
+@contextlib.contextmanager
+def _without_log_message(fragment: str) -> Iterator[None]:
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return fragment not in record.getMessage()
+
+    drop = Drop()
+    logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
+
+
 def resolve_openai_weights(model_id: str, weights: str | os.PathLike | None) -> Path:
     env = CLIP_WEIGHTS_ENV.get(model_id)
     if model_id not in CLIP_WEIGHTS_ENV:
@@ -184,7 +199,8 @@ def load_openai_clip(model_id: str = "ViT-L-14", weights: str | os.PathLike | No
     import open_clip
 
     path = resolve_openai_weights(model_id, weights)
-    model = open_clip.create_model(model_id, pretrained=None, force_quick_gelu=True)
+    with _without_log_message("No pretrained weights loaded"):  # open_clip's notice; the weights load below
+        model = open_clip.create_model(model_id, pretrained=None, force_quick_gelu=True)
     _load_weights_into(model, path, model_id)
     tokenizer = open_clip.get_tokenizer(model_id)
     return OpenClipEmbedder(model, tokenizer, model_id, "openai", path, file_sha256(path),
@@ -239,8 +255,10 @@ def load_local_clip(folder: str | os.PathLike | None = None, device: str = "cpu"
         raise UserError(f"{folder}: not a loadable open_clip folder ({detail[:300]})") from None
     tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
     model_id = str(provenance.get("model_id", folder.name))
+    # the weights hash pins the model; of the provenance, only what identifies it enters the metric config
+    identity = {k: provenance[k] for k in ("model_id", "recipe", "seed", "data") if k in provenance}
     return OpenClipEmbedder(model, tokenizer, model_id, "local", weights_path, file_sha256(weights_path),
-                            {"provenance": provenance}, device=device)
+                            {"provenance": identity}, device=device)
 
 
 def load_clip_for_world(world: str, weights: str | os.PathLike | None = None,

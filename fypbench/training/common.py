@@ -154,11 +154,16 @@ def import_object(target: str) -> Any:
 
 # ------------------------------------------------------------------------------------------------- accelerate
 def make_accelerator(mixed_precision: str = "no"):
-    """An Accelerator on CUDA when present, else on the CPU (gloo when launched with several processes)."""
+    """An Accelerator on CUDA when present, else on the CPU (gloo when launched with several processes).
+
+    Also flushes denormal floats to zero: on this CPU, bf16 autocast steps on real (flat-shaded) images ran
+    5-8x slower with denormals than without (measured: 6-8 s vs 1.1 s per VAE step).
+    """
     from accelerate import Accelerator
 
     if mixed_precision not in ("no", "bf16", "fp16"):
         raise UserError(f"train.mixed_precision {mixed_precision!r}: expected no, bf16 or fp16")
+    torch.set_flush_denormal(True)
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
 
 

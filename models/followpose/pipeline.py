@@ -93,7 +93,8 @@ def generate_videos(unet3d: FollowPoseUNet3D, pose_encoder: PoseEncoder, vae, te
         pose = pose_videos_to_tensor([pose_videos[i] for i in group]).to(device=device, dtype=dtype)
         _, _, frames, height, width = pose.shape
         if height % vae_factor or width % vae_factor:
-            raise ValueError(f"pose videos are {height}x{width}; sides must be multiples of the VAE factor {vae_factor}")
+            raise ValueError(f"pose videos are {height}x{width}; sides must be multiples of the VAE factor "
+                             f"{vae_factor}")
         latent_shape = (latent_channels, frames, height // vae_factor, width // vae_factor)
         latents = torch.stack([initial_noise(seeds[i], latent_shape) for i in group]).to(device=device, dtype=dtype)
         latents = latents * scheduler.init_noise_sigma

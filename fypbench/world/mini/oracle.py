@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from PIL import Image, ImageDraw
+
 from fypbench.world.mini.appearance import CHARACTERS, COLOURS, PALETTE_SLOTS, RECOLOURABLE, SCENES, STYLES, Appearance
 from fypbench.world.mini.grammar import parse
 from fypbench.world.mini.scene import apply_style, paint_scene
@@ -60,19 +62,32 @@ SEGMENT_LENGTHS: tuple[tuple[int, int, float], ...] = (
     (LEFT_SHOULDER, LEFT_ELBOW, 0.275), (RIGHT_SHOULDER, RIGHT_ELBOW, 0.275),
     (LEFT_ELBOW, LEFT_WRIST, 0.259), (RIGHT_ELBOW, RIGHT_WRIST, 0.259),
 )
-# How far the drawn body reaches beyond its joints' bounding box (head top, hands, toes, limb radius), metres.
-BODY_REACH_M = 0.24
+# How far the drawn body reaches beyond its keypoints, metres: the hand beyond the wrist (7 cm + 4.2 cm radius),
+# the foot around the ankle (toe 14 cm + 4.5 cm radius), the head around the ears' midpoint (11.5 cm + margin).
+HAND_REACH_M = 0.07
+FOOT_REACH_M = 0.19
+HEAD_REACH_M = 0.13
 # Reach of the widest spatial style filter (minecraft blocks) as a fraction of the frame side.
 STYLE_REACH = 1.0 / 16.0
-BACKGROUND_TRIM = 0.9          # fraction of background pixels kept (the best-matching ones)
+# A background pixel's distance counts at most this much (random stars and snowflakes, a stray limb).
+BACKGROUND_CAP = 40.0
+MAX_BACKGROUND_CANDIDATES = 6
+CANDIDATE_NATS = 12.0  # backgrounds whose energy is within this of the best compete jointly with the figure
 MIN_BACKGROUND_PIXELS = 64
-SHADING_FACTORS = (0.6, 0.7, 0.78, 0.86, 0.94, 1.0, 1.08, 1.16, 1.25, 1.35)
+# The renderer shades parts by depth (x0.85 to x1.15); van gogh modulates brightness by a further +-12 %,
+# minecraft shades blocks by -5 % to +2 %.
+SHADING_FACTORS = (0.8, 0.86, 0.93, 1.0, 1.07, 1.15, 1.22)
+STYLE_BRIGHTNESS_SPREAD = {"van gogh style": 0.12, "minecraft": 0.05}
+CARTOON_BLACK = 8            # cartoon edge pixels are (0, 0, 0)
+CARTOON_MIN_COLOURED = 0.25  # fraction of a slot's samples that must be non-black to drop the black ones
 MIX_WEIGHTS = (1.0, 0.75, 0.5)  # figure share of a sampled pixel (the rest: reference background)
-# Softmax temperatures (distances are in 0-255 intensity units).
-BACKGROUND_TEMPERATURE = 2.0
+# Softmax temperatures (distances are in 0-255 intensity units). The background's scales with how well the best
+# reference fits (a ground-truth render fits one exactly, a generated frame none), with a floor.
+BACKGROUND_TEMPERATURE_FLOOR = 0.05
+BACKGROUND_TEMPERATURE_SHARE = 0.25
 SUBJECT_TEMPERATURE = 6.0
 
-SLOT_WEIGHTS: dict[str, float] = {"shirt": 1.0, "pants": 1.0, "skin": 0.6, "hair": 0.5, "face": 0.5, "shoes": 0.5}
+SLOT_WEIGHTS: dict[str, float] = {"shirt": 1.0, "pants": 1.0, "skin": 0.6, "hair": 0.5, "face": 0.5, "shoes": 0.0}
 
 
 @dataclass(frozen=True)
@@ -144,16 +159,22 @@ SWATCH_HEIGHT = 8
 SWATCH_WIDTH = 64
 
 
+def _shading_factors(style: str) -> np.ndarray:
+    spread = STYLE_BRIGHTNESS_SPREAD.get(style, 0.0)
+    factors = {round(f * m, 4) for f in SHADING_FACTORS for m in (1.0 - spread, 1.0, 1.0 + spread)}
+    return np.asarray(sorted(factors), np.float32)
+
+
 @functools.lru_cache(maxsize=8)
 def _styled_slot_colours(style: str) -> np.ndarray:
-    """float32 (len(SUBJECTS), len(PALETTE_SLOTS), len(SHADING_FACTORS), 3): each palette colour, shaded by each
+    """float32 (len(SUBJECTS), len(PALETTE_SLOTS), factors, 3): each palette colour, shaded by each
     factor, as the style renders a flat area of it (median of a swatch's interior after scene.apply_style).
 
     The swatches are 64 px wide rows of 8 px (aligned with the pixelation blocks), stacked vertically, so the
     median runs over the van gogh swirl and the minecraft block shading along a row.
     """
     palettes = _subject_palettes()
-    colours = np.clip(palettes[:, :, None, :] * np.asarray(SHADING_FACTORS, np.float32)[None, None, :, None], 0, 255)
+    colours = np.clip(palettes[:, :, None, :] * _shading_factors(style)[None, None, :, None], 0, 255)
     flat = np.floor(colours.reshape(-1, 3)).astype(np.uint8)  # the renderer truncates shaded colours
     unique, inverse = np.unique(flat, axis=0, return_inverse=True)
     image = np.repeat(unique[:, None, :], SWATCH_HEIGHT * SWATCH_WIDTH, axis=1)
@@ -187,15 +208,52 @@ def _pixels_per_metre(points: np.ndarray) -> float:
     return max(max(ratios), 1e-6)
 
 
-def _figure_box(points: np.ndarray, visible: np.ndarray, scale: float, size: int) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) pixel box (exclusive end) that contains the figure and the style filters' reach."""
-    reach = BODY_REACH_M * scale + STYLE_REACH * size + 1.0
-    used = points[visible] if np.any(visible) else points
-    low = np.floor(used.min(axis=0) - reach).astype(int)
-    high = np.ceil(used.max(axis=0) + reach).astype(int) + 1
-    x0, y0 = np.clip(low, 0, size)
-    x1, y1 = np.clip(high, 0, size)
-    return int(x0), int(y0), int(x1), int(y1)
+def _segment_distance(grid: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of every grid point (H, W, 2) to the segment a-b."""
+    ab = b - a
+    length2 = float(ab @ ab)
+    t = np.zeros(grid.shape[:2]) if length2 < 1e-12 else np.clip(((grid - a) @ ab) / length2, 0.0, 1.0)
+    return np.linalg.norm(grid - (a + t[..., None] * ab), axis=-1)
+
+
+def _figure_mask(points: np.ndarray, scale: float, size: int) -> np.ndarray:
+    """bool (size, size): pixels the figure may cover or a style filter may carry it to.
+
+    Capsules around the skeleton's segments with the renderer's part radii grown by the parts beyond the
+    keypoints (hands, feet, head), plus the filled torso quad, then dilated by the widest style filter's reach.
+    """
+    p = points
+    reach = STYLE_REACH * size + 1.0
+    grid = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), axis=-1)
+    ears = (p[LEFT_EAR] + p[RIGHT_EAR]) / 2
+    shoulders = (p[LEFT_SHOULDER] + p[RIGHT_SHOULDER]) / 2
+    hips = (p[LEFT_HIP] + p[RIGHT_HIP]) / 2
+    mask = np.zeros((size, size), bool)
+
+    def capsule(a: np.ndarray, b: np.ndarray, radius_m: float) -> None:
+        nonlocal mask
+        mask |= _segment_distance(grid, a, b) <= radius_m * scale + reach
+
+    for shoulder, elbow, wrist in ((LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST), (RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST)):
+        capsule(p[shoulder], p[elbow], 0.05)
+        hand = p[wrist] + _unit(p[wrist] - p[elbow], np.zeros(2)) * HAND_REACH_M * scale
+        capsule(p[elbow], hand, 0.045)
+    for hip, knee, ankle in ((LEFT_HIP, LEFT_KNEE, LEFT_ANKLE), (RIGHT_HIP, RIGHT_KNEE, RIGHT_ANKLE)):
+        capsule(p[hip], p[knee], 0.075)
+        capsule(p[knee], p[ankle], 0.06)
+        capsule(p[ankle], p[ankle], FOOT_REACH_M)
+    capsule(p[LEFT_SHOULDER], p[RIGHT_SHOULDER], 0.05)
+    capsule(p[LEFT_HIP], p[RIGHT_HIP], 0.08)
+    capsule(p[LEFT_SHOULDER], p[LEFT_HIP], 0.05)
+    capsule(p[RIGHT_SHOULDER], p[RIGHT_HIP], 0.05)
+    capsule(shoulders, hips, 0.10)
+    capsule(shoulders, ears, 0.05)
+    capsule(ears, ears, HEAD_REACH_M)
+    for face_point in (NOSE, LEFT_EYE, RIGHT_EYE):
+        capsule(p[face_point], p[face_point], 0.03)
+    quad = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(quad).polygon([tuple(p[i]) for i in (LEFT_SHOULDER, RIGHT_SHOULDER, RIGHT_HIP, LEFT_HIP)], fill=1)
+    return mask | (np.asarray(quad) > 0)
 
 
 def _along(a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:
@@ -207,25 +265,25 @@ def _unit(v: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return v / n if n > 1e-6 else fallback
 
 
-def _sample_points(points: np.ndarray, scale: float) -> dict[str, list[np.ndarray]]:
+def _sample_points(points: np.ndarray, scale: float, facing: float) -> dict[str, list[np.ndarray]]:
     """Pixel positions (x, y) per colour slot; "face" is skin or hair depending on the head's orientation."""
     p = points
     ls, rs, lh, rh = p[LEFT_SHOULDER], p[RIGHT_SHOULDER], p[LEFT_HIP], p[RIGHT_HIP]
     slots: dict[str, list[np.ndarray]] = {name: [] for name in SLOT_WEIGHTS}
-    # shirt: the torso quad above the belt, and the upper arms
-    for v in (0.15, 0.35, 0.55, 0.7):
+    # shirt: the torso quad above the belt (the belt covers the last ~17 % towards the hips), the upper arms
+    for v in np.linspace(0.1, 0.72, 6):
         top, bottom = ls + (lh - ls) * v, rs + (rh - rs) * v
-        slots["shirt"] += _along(top, bottom, (0.2, 0.5, 0.8))
+        slots["shirt"] += _along(top, bottom, np.linspace(0.15, 0.85, 5))
     for shoulder, elbow in ((ls, p[LEFT_ELBOW]), (rs, p[RIGHT_ELBOW])):
-        slots["shirt"] += _along(shoulder, elbow, (0.4, 0.6))
+        slots["shirt"] += _along(shoulder, elbow, np.linspace(0.3, 0.75, 4))
     # trousers: the belt along the hip line, thighs, shins
-    slots["pants"] += _along(lh, rh, (0.25, 0.5, 0.75))
+    slots["pants"] += _along(lh, rh, np.linspace(0.1, 0.9, 5))
     for hip, knee, ankle in ((lh, p[LEFT_KNEE], p[LEFT_ANKLE]), (rh, p[RIGHT_KNEE], p[RIGHT_ANKLE])):
-        slots["pants"] += _along(hip, knee, (0.35, 0.6)) + _along(knee, ankle, (0.3, 0.6))
+        slots["pants"] += _along(hip, knee, np.linspace(0.2, 0.8, 5)) + _along(knee, ankle, np.linspace(0.15, 0.7, 4))
     # skin: forearms and hands
     for elbow, wrist in ((p[LEFT_ELBOW], p[LEFT_WRIST]), (p[RIGHT_ELBOW], p[RIGHT_WRIST])):
-        slots["skin"] += _along(elbow, wrist, (0.45, 0.75))
-        slots["skin"].append(wrist + _unit(wrist - elbow, np.zeros(2)) * 0.06 * scale)
+        slots["skin"] += _along(elbow, wrist, np.linspace(0.3, 0.85, 4))
+        slots["skin"] += [wrist + _unit(wrist - elbow, np.zeros(2)) * d * scale for d in (0.04, 0.07)]
     # head: centre between the ears (1 cm below their level), up = away from the shoulders
     ears = (p[LEFT_EAR] + p[RIGHT_EAR]) / 2
     up = _unit(ears - (ls + rs) / 2, np.array([0.0, -1.0]))
@@ -234,9 +292,11 @@ def _sample_points(points: np.ndarray, scale: float) -> dict[str, list[np.ndarra
     slots["hair"] += [centre + up * 0.085 * scale + across * d * scale for d in (-0.03, 0.0, 0.03)]
     slots["face"] += [centre - up * 0.07 * scale] + [centre + across * d * scale - up * 0.01 * scale
                                                     for d in (-0.065, 0.065)]
-    # shoes: a little beyond each ankle along the shin
+    # shoes: facing the camera the foot is drawn over the shin's end, so at and just below the ankle; facing
+    # away the shin covers the ankle and the shoe shows below the shin's end disc; undecided (profile): none
+    offsets = (0.0, 0.03) if facing > 0 else (0.075,) if facing < 0 else ()
     for knee, ankle in ((p[LEFT_KNEE], p[LEFT_ANKLE]), (p[RIGHT_KNEE], p[RIGHT_ANKLE])):
-        slots["shoes"].append(ankle + _unit(ankle - knee, np.array([0.0, 1.0])) * 0.075 * scale)
+        slots["shoes"] += [ankle + _unit(ankle - knee, np.array([0.0, 1.0])) * d * scale for d in offsets]
     return slots
 
 
@@ -262,11 +322,9 @@ def _softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum()
 
 
-def _background_scores(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def _background_scores(frame: np.ndarray, figure: np.ndarray) -> np.ndarray:
     size = frame.shape[0]
-    keep = np.ones((size, size), bool)
-    x0, y0, x1, y1 = box
-    keep[y0:y1, x0:x1] = False
+    keep = ~figure
     if keep.sum() < MIN_BACKGROUND_PIXELS:
         # the figure fills the frame: fall back to the frame's border rows and columns
         keep[:] = False
@@ -275,44 +333,53 @@ def _background_scores(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.
     references = _reference_backgrounds(size)[:, keep]  # (B, N, 3)
     observed = frame[keep].astype(np.float32)[None]
     distances = np.abs(references - observed).mean(axis=2)  # (B, N)
-    kept = max(1, int(math.ceil(BACKGROUND_TRIM * distances.shape[1])))
-    return np.partition(distances, kept - 1, axis=1)[:, :kept].mean(axis=1)
+    return np.minimum(distances, BACKGROUND_CAP).mean(axis=1)
 
 
-def _read(frame: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, bool]:
-    size = frame.shape[0]
-    x, y = int(math.floor(xy[0])), int(math.floor(xy[1]))
-    if not (0 <= x < size and 0 <= y < size):
-        return np.zeros(3, np.float32), False
-    return frame[y, x].astype(np.float32), True
+def _pixel_indices(xys: list[np.ndarray], size: int) -> np.ndarray:
+    """(N, 2) distinct (row, column) indices of the positions inside the frame, in first-seen order."""
+    if not xys:
+        return np.zeros((0, 2), int)
+    cells = np.floor(np.asarray(xys, np.float64)).astype(int)[:, ::-1]
+    cells = cells[np.all((cells >= 0) & (cells < size), axis=1)]
+    _, first = np.unique(cells, axis=0, return_index=True)
+    return cells[np.sort(first)]
 
 
 def _slot_scores(frame: np.ndarray, points: np.ndarray, scale: float, style: str,
                  background: np.ndarray) -> dict[str, np.ndarray]:
-    """Per slot, (len(SUBJECTS),) median distance of the slot's samples to each subject's styled colour."""
+    """Per slot, (len(SUBJECTS),) median distance of the slot's samples to each subject's styled colour.
+
+    A sample may also be a mix of the figure (share MIX_WEIGHTS) and the reference background at its pixel.
+    Cartoon edges are pure black: where a slot has enough other samples its black ones are dropped; the shirt
+    and trousers keep them otherwise (black clothes), the thin parts then give no evidence.
+    """
     references = _styled_slot_colours(style)  # (S, slots, F, 3)
     slot_index = {name: i for i, name in enumerate(PALETTE_SLOTS)}
     facing = _facing_camera(points, scale)
-    samples = _sample_points(points, scale)
-    mix = np.asarray(MIX_WEIGHTS, np.float32)[:, None, None, None]  # (M, 1, 1, 1)
+    samples = _sample_points(points, scale, facing)
+    mix = np.asarray(MIX_WEIGHTS, np.float32)[None, :, None, None, None]  # (1, M, 1, 1, 1)
     scores: dict[str, np.ndarray] = {}
     for slot in SLOT_WEIGHTS:
+        cells = _pixel_indices(samples[slot], frame.shape[0])
+        observed = frame[cells[:, 0], cells[:, 1]].astype(np.float32)
+        back = background[cells[:, 0], cells[:, 1]].astype(np.float32)
+        if style == "cartoon":
+            coloured = observed.max(axis=1) > CARTOON_BLACK
+            if coloured.sum() >= max(3, CARTOON_MIN_COLOURED * len(observed)):
+                observed, back = observed[coloured], back[coloured]
+            elif slot not in ("shirt", "pants"):
+                continue
+        if len(observed) == 0:
+            continue
         if slot == "face":
             palette_slots = ["skin"] if facing > 0 else ["hair"] if facing < 0 else ["skin", "hair"]
         else:
             palette_slots = [slot]
         candidates = np.concatenate([references[:, slot_index[s]] for s in palette_slots], axis=1)  # (S, K, 3)
-        per_sample = []
-        for xy in samples[slot]:
-            observed, inside = _read(frame, xy)
-            if not inside:
-                continue
-            back, _ = _read(background, xy)
-            mixed = mix * candidates[None] + (1.0 - mix) * back[None, None, None]  # (M, S, K, 3)
-            distance = np.sqrt(((mixed - observed) ** 2).sum(axis=-1))  # (M, S, K)
-            per_sample.append(distance.min(axis=(0, 2)))
-        if per_sample:
-            scores[slot] = np.median(np.stack(per_sample), axis=0)
+        mixed = mix * candidates[None, None] + (1.0 - mix) * back[:, None, None, None, :]  # (N, M, S, K, 3)
+        distance = np.sqrt(((mixed - observed[:, None, None, None, :]) ** 2).sum(axis=-1))  # (N, M, S, K)
+        scores[slot] = np.median(distance.min(axis=(1, 3)), axis=0)
     return scores
 
 
@@ -324,48 +391,60 @@ def _subject_scores(frame: np.ndarray, points: np.ndarray, scale: float, style: 
     return total
 
 
+def _marginal(posterior: np.ndarray, labels: Sequence[object]) -> dict[object, float]:
+    out: dict[object, float] = {}
+    for label, prob in zip(labels, posterior):
+        out[label] = out.get(label, 0.0) + float(prob)
+    return out
+
+
 def measure_attributes(frame: np.ndarray, keypoints: np.ndarray) -> MeasuredAttributes:
     """Read character, colour, scene and style off one frame, given the frame's normalised COCO-17 keypoints.
 
     frame: uint8 (H, W, 3), square; keypoints: (17, 3) x, y in [0, 1], visibility 0/1.
+    The posterior is joint over (scene, style) x subject: the backgrounds within CANDIDATE_NATS of the best
+    compete, each scored together with the figure under its style, because some backgrounds look alike in
+    several styles (a grey background is the same in black and white).
     """
     frame, keypoints = _validate(frame, keypoints)
     size = frame.shape[0]
     points = keypoints[:, :2] * size  # pixel units: x, y
-    visible = keypoints[:, 2] > 0.5
     scale = _pixels_per_metre(points)
-    box = _figure_box(points, visible, scale, size)
+    figure = _figure_mask(points, scale, size)
 
-    background_p = _softmax(_background_scores(frame, box), BACKGROUND_TEMPERATURE)
-    best_background = int(np.argmax(background_p))
-    scene_p = {scene: 0.0 for scene in SCENES}
-    style_p = {style: 0.0 for style in STYLES}
-    for (scene, style), prob in zip(BACKGROUNDS, background_p):
-        scene_p[scene] += float(prob)
-        style_p[style] += float(prob)
-    style = max(style_p, key=style_p.get)
-    scene = max(scene_p, key=scene_p.get)
-    reference = _reference_backgrounds(size)[BACKGROUNDS.index((scene, style))
-                                             if (scene, style) in BACKGROUNDS else best_background]
+    background_scores = _background_scores(frame, figure)
+    order = np.argsort(background_scores, kind="stable")
+    best = float(background_scores[order[0]])
+    temperature = max(BACKGROUND_TEMPERATURE_FLOOR, BACKGROUND_TEMPERATURE_SHARE * best)
+    background_energy = (background_scores - best) / temperature
+    candidates = [int(b) for b in order[:MAX_BACKGROUND_CANDIDATES] if background_energy[b] <= CANDIDATE_NATS]
+    energy = np.full((len(BACKGROUNDS), len(SUBJECTS)), np.inf)
+    references = _reference_backgrounds(size)
+    for b in candidates:
+        style = BACKGROUNDS[b][1]
+        subject_scores = _subject_scores(frame, points, scale, style, references[b])
+        energy[b] = background_energy[b] + subject_scores / SUBJECT_TEMPERATURE
+    joint = np.exp(-(energy - energy.min()))
+    joint /= joint.sum()
+    background_p, subject_p = joint.sum(axis=1), joint.sum(axis=0)
 
-    subject_p = _softmax(_subject_scores(frame, points, scale, style, reference), SUBJECT_TEMPERATURE)
-    character_p = {character: 0.0 for character in CHARACTERS}
-    for (character, _), prob in zip(SUBJECTS, subject_p):
-        character_p[character] += float(prob)
-    character = max(character_p, key=character_p.get)
-    colour_p: dict[str | None, float] = {}
-    for (subject_character, colour), prob in zip(SUBJECTS, subject_p):
-        if subject_character == character:
-            colour_p[colour] = colour_p.get(colour, 0.0) + float(prob)
-    colour = max(colour_p, key=lambda c: colour_p[c])
+    scene_p = _marginal(background_p, [scene for scene, _ in BACKGROUNDS])
+    style_p = _marginal(background_p, [style for _, style in BACKGROUNDS])
+    character_p = _marginal(subject_p, [character for character, _ in SUBJECTS])
+    scene = max(scene_p, key=lambda k: scene_p[k])
+    style = max(style_p, key=lambda k: style_p[k])
+    character = max(character_p, key=lambda k: character_p[k])
+    colour_p = _marginal([p if c == character else 0.0 for (c, _), p in zip(SUBJECTS, subject_p)],
+                         [colour for _, colour in SUBJECTS])
+    colour = max((col for (c, col) in SUBJECTS if c == character), key=lambda col: colour_p[col])
     confidence = {
         "character": character_p[character],
-        "colour": colour_p[colour] / max(character_p[character], 1e-12),
+        "colour": colour_p[colour] / max(character_p[character], 1e-300),
         "scene": scene_p[scene],
         "style": style_p[style],
     }
     return MeasuredAttributes(
-        character=character, colour=colour, scene=scene, style=style, confidence=confidence,
+        character=str(character), colour=colour, scene=str(scene), style=str(style), confidence=confidence,
         subject_posterior={subject: float(p) for subject, p in zip(SUBJECTS, subject_p)},
         background_posterior={bg: float(p) for bg, p in zip(BACKGROUNDS, background_p)})
 

@@ -18,6 +18,10 @@ from fypbench.world.mini import camera, mannequin, motion, scene
 from fypbench.world.mini.appearance import Appearance
 from fypbench.world.mini.motion import MotionSpec
 
+# Bump whenever a change to motion, camera, mannequin, scene or style code changes rendered pixels: it is part of
+# the `reference` method's config hash, so cached ground-truth videos are regenerated.
+RENDERER_VERSION = 1
+
 
 @dataclass(frozen=True, eq=False)
 class RenderedVideo:

@@ -110,6 +110,21 @@ def test_zero_init_outputs_zero_and_adds_unofficial_keys():
     assert all(torch.count_nonzero(f) > 0 for f in default(video))
 
 
+@torch.no_grad()
+def test_state_dict_is_a_diffusers_t2i_adapter_state_dict():
+    from diffusers import T2IAdapter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        adapter = T2IAdapter(in_channels=3, channels=list(TINY.channels), num_res_blocks=2,
+                             downscale_factor=TINY.downscale_factor, adapter_type="full_adapter").eval()
+    encoder = PoseEncoder(TINY)
+    encoder.load_state_dict(adapter.state_dict(), strict=True)
+    images = torch.rand(2, 3, 32, 32, generator=generator("t2i"))
+    for ours, theirs in zip(encoder(images[:, :, None]), adapter(images)):
+        torch.testing.assert_close(ours[:, :, 0], theirs)
+
+
 def test_input_validation_and_uint8_conversion():
     encoder = PoseEncoder(TINY)
     with pytest.raises(ValueError, match="multiples of 16"):
