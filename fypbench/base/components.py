@@ -323,6 +323,7 @@ def save_pipeline(components: Components, path: str | os.PathLike, half: Sequenc
 
     def write(staging: Path) -> None:
         pipe.save_pretrained(staging, safe_serialization=True)
+        write_tokenizer_files(components.tokenizer, staging / "tokenizer")
         hashes = file_hashes(staging)
         record = {"format": "diffusers StableDiffusionPipeline", "version": folder_version(hashes),
                   "float16": sorted(half), "files": hashes,
@@ -332,6 +333,15 @@ def save_pipeline(components: Components, path: str | os.PathLike, half: Sequenc
 
     save_folder_atomic(write, path)
     return path
+
+
+def write_tokenizer_files(tokenizer, folder: Path) -> None:
+    """Store the BPE tokenizer as SD 1.x's vocab.json + merges.txt (1.5 MB) instead of tokenizer.json (3.5 MB)."""
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "tokenizer.json").unlink(missing_ok=True)
 
 
 def save_folder_atomic(write: Callable[[Path], Any], path: str | os.PathLike) -> Path:

@@ -32,7 +32,7 @@ UNSEEN_PROMPTS_PER_SEQUENCE = 4
 VIEWS = (0.0, 30.0, -30.0, 60.0, -60.0, 90.0, -90.0, 0.0)
 PITCH_RANGE = 8.0
 FLOOR_MOTIONS = ("roll", "crawl", "getup_facedown", "getup_faceup", "cartwheel", "backflip")
-WALKER_CLIPS_USED = 2
+WALKER_CLIPS = ("walker_forward", "walker_turn_right1")  # the second is a held-out motion
 PROCEDURAL_EXTRA = 8
 BUILDER_VERSION = 1
 
@@ -46,7 +46,7 @@ def _sequence_plan() -> list[tuple[str, str]]:
     from fypbench.world.mini.motion import PROCEDURAL_MOTIONS, REAL_CLIPS
 
     humanoid = [c for c in REAL_CLIPS if not c.startswith("walker")]
-    walkers = [c for c in REAL_CLIPS if c.startswith("walker")][:WALKER_CLIPS_USED]
+    walkers = [c for c in REAL_CLIPS if c in WALKER_CLIPS]
     real = [("real", c) for c in humanoid for _ in range(2)] + [("real", c) for c in walkers]
     procedural = [("procedural", m) for m in PROCEDURAL_MOTIONS for _ in range(2)]
     procedural += [("procedural", m) for m in PROCEDURAL_MOTIONS[:PROCEDURAL_EXTRA]]

@@ -2,31 +2,40 @@
 
     python -m fypbench.world.mini.oracle --renders 300
 
-(the command measures the oracle's per-field accuracy on random ground-truth renders; see `validate`).
+(measures the oracle's accuracy per field and per style on random ground-truth renders; see `validate`).
 
-Every prompt word is a rendering parameter (reference/mini_world.md §7), so a frame can be checked against its
-prompt by comparing colours with the renderer's own vocabulary:
+Every prompt word is a rendering parameter (reference/mini_world.md §7), so a frame is checked against its
+prompt with the renderer's own vocabulary, given the frame's (conditioning) COCO-17 keypoints:
 
-- scene and style, jointly: the background away from the figure (outside the keypoints' bounding box, grown by
-  the body's extent beyond its joints and the widest style filter's reach) is compared pixel by pixel with the
-  96 reference backgrounds `scene.apply_style(scene.paint_scene(scene, size), style)`. The distance is the
-  mean absolute difference over the best 90 % of those pixels (random stars and snowflakes differ from video to
-  video). Matching the styled references measures every style cue at once: grayscale, 4-px/2-px blocks
-  (minecraft/pixel art), quantised levels and black edges (cartoon), the warm shift (sunset), the swirl and
-  saturation (van gogh) and the smoothing (watercolor), and it separates a warm scene from a sunset.
-- character and colour, jointly over the 49 subjects (13 characters, the 4 recolourable ones also in 9 colours):
-  colours are sampled at points derived from the keypoints: the torso quad and upper arms (shirt), the belt,
-  thighs and shins (trousers), forearms and hands (skin), the top of the head (hair), the face (skin when the
-  face is towards the camera, hair when it is away, decided by the ears' left/right order) and below the
-  ankles (shoes). A sample is compared with the subject's slot colour put through the detected style (the style
-  filter applied to flat swatches of the colour at several shading factors, since the renderer darkens far
-  parts and draws highlight/shadow stripes), also as a mix with the reference background at that pixel
-  (anti-aliased and pixelated edges). A slot's score is the median sample distance; a subject's score the
-  weighted sum over slots.
+- Scene and style: the background outside a figure mask (capsules around the skeleton with the renderer's part
+  radii, the hands/feet/head beyond the keypoints, dilated by the widest style filter's reach) is compared pixel
+  by pixel with the 96 references `scene.apply_style(scene.paint_scene(scene, size), style)` (a median over
+  several scene seeds, so random stars and snowflakes drop out); the distance is the mean absolute difference
+  with each pixel's share capped at BACKGROUND_CAP. Matching styled references measures every style cue at
+  once: grayscale, 4-px/2-px blocks (minecraft/pixel art), quantised levels and black edges (cartoon), the warm
+  shift (sunset), swirl and saturation (van gogh) and smoothing (watercolor), and tells a warm scene from a
+  sunset.
+- Character and colour, jointly over the 49 subjects (13 characters; the 4 recolourable ones also in each of
+  9 colours): colours are sampled at pixels placed by the keypoints (PROBES): the torso quad (shirt) and the
+  belt (trousers), scored with one shared shading factor because the renderer draws them as one part (this
+  separates a blue superman from a man in blue, whose trousers are 70 % of his shirt); upper arms (shirt);
+  thighs and shins (trousers); forearms and hands (skin); the top of the head (hair); the face (skin when it
+  points at the camera, hair when it points away: the character's left ear is on the viewer's right exactly
+  when the face points at the camera). Each pixel is compared with the subject's slot colour put through the
+  detected style (scene.apply_style on flat swatches of the colour at the renderer's shading factors), also
+  mixed with the reference background at that pixel (anti-aliased and pixelated edges). A probe's score is the
+  median pixel distance. Cartoon edges are pure black and are dropped where a probe has other pixels. Shoes are
+  not probed: the foot's direction is not in COCO-17 and a probe below the ankle hit the shoe in under half of
+  the calibration renders.
+- The posterior is joint over (scene, style) x subject: the backgrounds within CANDIDATE_NATS of the best are
+  each scored together with the figure under their style (a grey background is the same in black and white and
+  nearly so under watercolor; the figure's colours decide). Marginals give each field's prediction and
+  confidence.
 
-Scores become posteriors with a softmax (temperatures below) and are marginalised per field, which gives each
-field's confidence. `attribute_accuracy` scores a whole video as the fraction of frames whose field is
-recovered (the mean over frames, not a majority vote).
+Known limits (see `validate`): black and white maps some colours to equal grey levels (red 81 vs purple 84), and
+cartoon edges plus 4-level quantisation erase thin parts at 64 px, so those styles score lowest on character and
+colour. `attribute_accuracy` scores a video as the fraction of frames whose field is recovered (mean over
+frames, not a majority vote).
 """
 
 from __future__ import annotations
@@ -39,7 +48,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from PIL import Image, ImageDraw
 
 from fypbench.world.mini.appearance import CHARACTERS, COLOURS, PALETTE_SLOTS, RECOLOURABLE, SCENES, STYLES, Appearance
@@ -72,22 +80,42 @@ STYLE_REACH = 1.0 / 16.0
 # A background pixel's distance counts at most this much (random stars and snowflakes, a stray limb).
 BACKGROUND_CAP = 40.0
 MAX_BACKGROUND_CANDIDATES = 6
+REFERENCE_SEEDS = 5
 CANDIDATE_NATS = 12.0  # backgrounds whose energy is within this of the best compete jointly with the figure
 MIN_BACKGROUND_PIXELS = 64
 # The renderer shades parts by depth (x0.85 to x1.15); van gogh modulates brightness by a further +-12 %,
 # minecraft shades blocks by -5 % to +2 %.
-SHADING_FACTORS = (0.8, 0.86, 0.93, 1.0, 1.07, 1.15, 1.22)
+SHADING_FACTORS = tuple(round(0.8 + 0.025 * i, 3) for i in range(18))  # 0.8 ... 1.225
 STYLE_BRIGHTNESS_SPREAD = {"van gogh style": 0.12, "minecraft": 0.05}
 CARTOON_BLACK = 8            # cartoon edge pixels are (0, 0, 0)
-CARTOON_MIN_COLOURED = 0.25  # fraction of a slot's samples that must be non-black to drop the black ones
+CARTOON_MIN_COLOURED = 0.15  # fraction of a probe's pixels that must be non-black to drop the black ones
 MIX_WEIGHTS = (1.0, 0.75, 0.5)  # figure share of a sampled pixel (the rest: reference background)
-# Softmax temperatures (distances are in 0-255 intensity units). The background's scales with how well the best
-# reference fits (a ground-truth render fits one exactly, a generated frame none), with a floor.
+# Styles whose blocks mix even the torso's pixels with the background (4 px blocks at 64 px).
+TORSO_MIXING_STYLES = ("minecraft",)
+# Energy scales (distances are in 0-255 intensity units; energy = distance / temperature, posterior ~ exp(-energy)).
+# The background's temperature scales with how well the best reference fits (a ground-truth render fits one
+# exactly, a generated frame none), with a floor.
 BACKGROUND_TEMPERATURE_FLOOR = 0.05
 BACKGROUND_TEMPERATURE_SHARE = 0.25
 SUBJECT_TEMPERATURE = 6.0
 
-SLOT_WEIGHTS: dict[str, float] = {"shirt": 1.0, "pants": 1.0, "skin": 0.6, "hair": 0.5, "face": 0.5, "shoes": 0.0}
+# Colour probes: probe -> (palette slot, weight, keep black cartoon pixels when most are black, thin: its pixels
+# may mix with the background). "face" shows the skin when the face points at the camera and the hair when it
+# points away.
+PROBES: dict[str, tuple[str, float, bool, bool]] = {
+    "torso": ("shirt", 1.0, True, False), "belt": ("pants", 0.6, True, False), "arms": ("shirt", 0.4, False, True),
+    "legs": ("pants", 0.8, True, True), "hands": ("skin", 0.6, False, True), "hair": ("hair", 0.5, False, True),
+    "face": ("skin", 0.4, False, True),
+}
+# Shoes: the foot's direction is not in COCO-17, so pixels on rings around each ankle are searched for the shoe
+# colour: per ankle the SHOE_RANK-th best pixel counts, capped at SHOE_CAP (a hidden foot costs every subject
+# at most that much).
+SHOE_WEIGHT = 0.5
+SHOE_RADII_M = (0.0, 0.04, 0.08, 0.12)
+SHOE_DIRECTIONS = 8
+SHOE_RANK = 2
+SHOE_CAP = 60.0
+SHOE_BACKGROUND_TOLERANCE = 12.0
 
 
 @dataclass(frozen=True)
@@ -138,8 +166,13 @@ BACKGROUNDS: tuple[tuple[str, str], ...] = tuple((scene, style) for scene in SCE
 
 @functools.lru_cache(maxsize=4)
 def _reference_backgrounds(size: int) -> np.ndarray:
-    """float32 (len(BACKGROUNDS), size, size, 3): every scene in every style (scene seed 0)."""
-    painted = {scene: paint_scene(scene, size, seed=0) for scene in SCENES}
+    """float32 (len(BACKGROUNDS), size, size, 3): every scene in every style.
+
+    A scene's random elements (snowflakes, stars) move with the video's seed, so the reference is the per-pixel
+    median over REFERENCE_SEEDS paintings, which leaves them out, before the style is applied.
+    """
+    painted = {scene: np.median(np.stack([paint_scene(scene, size, seed=seed) for seed in range(REFERENCE_SEEDS)]),
+                                axis=0).round().astype(np.uint8) for scene in SCENES}
     out = np.stack([apply_style(painted[scene], style) for scene, style in BACKGROUNDS]).astype(np.float32)
     out.setflags(write=False)
     return out
@@ -265,39 +298,40 @@ def _unit(v: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return v / n if n > 1e-6 else fallback
 
 
-def _sample_points(points: np.ndarray, scale: float, facing: float) -> dict[str, list[np.ndarray]]:
-    """Pixel positions (x, y) per colour slot; "face" is skin or hair depending on the head's orientation."""
+def _sample_points(points: np.ndarray, scale: float) -> dict[str, list[np.ndarray]]:
+    """Pixel positions (x, y) per probe (see PROBES)."""
     p = points
     ls, rs, lh, rh = p[LEFT_SHOULDER], p[RIGHT_SHOULDER], p[LEFT_HIP], p[RIGHT_HIP]
-    slots: dict[str, list[np.ndarray]] = {name: [] for name in SLOT_WEIGHTS}
-    # shirt: the torso quad above the belt (the belt covers the last ~17 % towards the hips), the upper arms
+    probes: dict[str, list[np.ndarray]] = {name: [] for name in PROBES}
+    # the torso quad above the belt (the belt covers the last ~17 % towards the hips)
     for v in np.linspace(0.1, 0.72, 6):
         top, bottom = ls + (lh - ls) * v, rs + (rh - rs) * v
-        slots["shirt"] += _along(top, bottom, np.linspace(0.15, 0.85, 5))
+        probes["torso"] += _along(top, bottom, np.linspace(0.15, 0.85, 5))
+    probes["belt"] += _along(lh, rh, np.linspace(0.1, 0.9, 5))
     for shoulder, elbow in ((ls, p[LEFT_ELBOW]), (rs, p[RIGHT_ELBOW])):
-        slots["shirt"] += _along(shoulder, elbow, np.linspace(0.3, 0.75, 4))
-    # trousers: the belt along the hip line, thighs, shins
-    slots["pants"] += _along(lh, rh, np.linspace(0.1, 0.9, 5))
+        probes["arms"] += _along(shoulder, elbow, np.linspace(0.3, 0.75, 4))
     for hip, knee, ankle in ((lh, p[LEFT_KNEE], p[LEFT_ANKLE]), (rh, p[RIGHT_KNEE], p[RIGHT_ANKLE])):
-        slots["pants"] += _along(hip, knee, np.linspace(0.2, 0.8, 5)) + _along(knee, ankle, np.linspace(0.15, 0.7, 4))
-    # skin: forearms and hands
+        probes["legs"] += _along(hip, knee, np.linspace(0.2, 0.8, 5)) + _along(knee, ankle, np.linspace(0.15, 0.7, 4))
     for elbow, wrist in ((p[LEFT_ELBOW], p[LEFT_WRIST]), (p[RIGHT_ELBOW], p[RIGHT_WRIST])):
-        slots["skin"] += _along(elbow, wrist, np.linspace(0.3, 0.85, 4))
-        slots["skin"] += [wrist + _unit(wrist - elbow, np.zeros(2)) * d * scale for d in (0.04, 0.07)]
+        probes["hands"] += _along(elbow, wrist, np.linspace(0.3, 0.85, 4))
+        probes["hands"] += [wrist + _unit(wrist - elbow, np.zeros(2)) * d * scale for d in (0.04, 0.07)]
     # head: centre between the ears (1 cm below their level), up = away from the shoulders
     ears = (p[LEFT_EAR] + p[RIGHT_EAR]) / 2
     up = _unit(ears - (ls + rs) / 2, np.array([0.0, -1.0]))
     across = np.array([-up[1], up[0]])
     centre = ears - up * 0.01 * scale
-    slots["hair"] += [centre + up * 0.085 * scale + across * d * scale for d in (-0.03, 0.0, 0.03)]
-    slots["face"] += [centre - up * 0.07 * scale] + [centre + across * d * scale - up * 0.01 * scale
-                                                    for d in (-0.065, 0.065)]
-    # shoes: facing the camera the foot is drawn over the shin's end, so at and just below the ankle; facing
-    # away the shin covers the ankle and the shoe shows below the shin's end disc; undecided (profile): none
-    offsets = (0.0, 0.03) if facing > 0 else (0.075,) if facing < 0 else ()
-    for knee, ankle in ((p[LEFT_KNEE], p[LEFT_ANKLE]), (p[RIGHT_KNEE], p[RIGHT_ANKLE])):
-        slots["shoes"] += [ankle + _unit(ankle - knee, np.array([0.0, 1.0])) * d * scale for d in offsets]
-    return slots
+    probes["hair"] += [centre + up * 0.085 * scale + across * d * scale for d in (-0.03, 0.0, 0.03)]
+    probes["face"] += [centre - up * 0.07 * scale] + [centre + across * d * scale - up * 0.01 * scale
+                                                     for d in (-0.065, 0.065)]
+    return probes
+
+
+def _shoe_rings(points: np.ndarray, scale: float) -> list[list[np.ndarray]]:
+    """Per ankle, pixel positions on rings around it (SHOE_RADII_M x SHOE_DIRECTIONS)."""
+    angles = np.arange(SHOE_DIRECTIONS) * (2.0 * math.pi / SHOE_DIRECTIONS)
+    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return [[points[ankle] + direction * radius * scale for radius in SHOE_RADII_M for direction in directions]
+            for ankle in (LEFT_ANKLE, RIGHT_ANKLE)]
 
 
 def _facing_camera(points: np.ndarray, scale: float) -> float:
@@ -314,12 +348,6 @@ def _facing_camera(points: np.ndarray, scale: float) -> float:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Measurement
-
-
-def _softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
-    z = -(scores - scores.min()) / temperature
-    e = np.exp(z)
-    return e / e.sum()
 
 
 def _background_scores(frame: np.ndarray, figure: np.ndarray) -> np.ndarray:
@@ -346,48 +374,80 @@ def _pixel_indices(xys: list[np.ndarray], size: int) -> np.ndarray:
     return cells[np.sort(first)]
 
 
-def _slot_scores(frame: np.ndarray, points: np.ndarray, scale: float, style: str,
-                 background: np.ndarray) -> dict[str, np.ndarray]:
-    """Per slot, (len(SUBJECTS),) median distance of the slot's samples to each subject's styled colour.
+def _probe_distances(frame: np.ndarray, cells: np.ndarray, background: np.ndarray, candidates: np.ndarray,
+                     style: str, keep_black: bool, mixing: bool) -> np.ndarray | None:
+    """(N, S, K) distance of each sampled pixel to each subject's candidate colours (with `mixing`, the best
+    figure/background mix), or None when the probe has no usable pixel.
 
-    A sample may also be a mix of the figure (share MIX_WEIGHTS) and the reference background at its pixel.
-    Cartoon edges are pure black: where a slot has enough other samples its black ones are dropped; the shirt
-    and trousers keep them otherwise (black clothes), the thin parts then give no evidence.
+    Cartoon edges are pure black: where a probe has enough other pixels its black ones are dropped; otherwise
+    probes of large parts (`keep_black`) keep them (black clothes) and the others give no evidence.
+    """
+    observed = frame[cells[:, 0], cells[:, 1]].astype(np.float32)
+    back = background[cells[:, 0], cells[:, 1]].astype(np.float32)
+    if style == "cartoon":
+        coloured = observed.max(axis=1) > CARTOON_BLACK
+        if coloured.sum() >= max(2, CARTOON_MIN_COLOURED * len(observed)):
+            observed, back = observed[coloured], back[coloured]
+        elif not keep_black:
+            return None
+    if len(observed) == 0:
+        return None
+    mix = np.asarray(MIX_WEIGHTS if mixing else (1.0,), np.float32)[None, :, None, None, None]  # (1, M, 1, 1, 1)
+    mixed = mix * candidates[None, None] + (1.0 - mix) * back[:, None, None, None, :]  # (N, M, S, K, 3)
+    return np.sqrt(((mixed - observed[:, None, None, None, :]) ** 2).sum(axis=-1)).min(axis=1)
+
+
+def _probe_scores(frame: np.ndarray, points: np.ndarray, scale: float, style: str,
+                  background: np.ndarray) -> dict[str, np.ndarray]:
+    """Per probe, (len(SUBJECTS),) median distance of the probe's pixels to each subject's styled colour.
+
+    The torso and the belt are one drawn part with one shading factor: they are scored together ("torso"
+    includes the belt) with that factor shared.
     """
     references = _styled_slot_colours(style)  # (S, slots, F, 3)
     slot_index = {name: i for i, name in enumerate(PALETTE_SLOTS)}
     facing = _facing_camera(points, scale)
-    samples = _sample_points(points, scale, facing)
-    mix = np.asarray(MIX_WEIGHTS, np.float32)[None, :, None, None, None]  # (1, M, 1, 1, 1)
-    scores: dict[str, np.ndarray] = {}
-    for slot in SLOT_WEIGHTS:
-        cells = _pixel_indices(samples[slot], frame.shape[0])
-        observed = frame[cells[:, 0], cells[:, 1]].astype(np.float32)
-        back = background[cells[:, 0], cells[:, 1]].astype(np.float32)
-        if style == "cartoon":
-            coloured = observed.max(axis=1) > CARTOON_BLACK
-            if coloured.sum() >= max(3, CARTOON_MIN_COLOURED * len(observed)):
-                observed, back = observed[coloured], back[coloured]
-            elif slot not in ("shirt", "pants"):
-                continue
-        if len(observed) == 0:
-            continue
-        if slot == "face":
-            palette_slots = ["skin"] if facing > 0 else ["hair"] if facing < 0 else ["skin", "hair"]
+    samples = _sample_points(points, scale)
+    medians: dict[str, np.ndarray] = {}
+    skin, hair = references[:, slot_index["skin"]], references[:, slot_index["hair"]]
+    for probe, (slot, _, keep_black, thin) in PROBES.items():
+        if probe == "face":
+            candidates = skin if facing > 0 else hair if facing < 0 else np.concatenate([skin, hair], axis=1)
         else:
-            palette_slots = [slot]
-        candidates = np.concatenate([references[:, slot_index[s]] for s in palette_slots], axis=1)  # (S, K, 3)
-        mixed = mix * candidates[None, None] + (1.0 - mix) * back[:, None, None, None, :]  # (N, M, S, K, 3)
-        distance = np.sqrt(((mixed - observed[:, None, None, None, :]) ** 2).sum(axis=-1))  # (N, M, S, K)
-        scores[slot] = np.median(distance.min(axis=(1, 3)), axis=0)
+            candidates = references[:, slot_index[slot]]  # (S, F, 3)
+        distances = _probe_distances(frame, _pixel_indices(samples[probe], frame.shape[0]), background,
+                                     candidates, style, keep_black, thin or style in TORSO_MIXING_STYLES)
+        if distances is not None:
+            medians[probe] = np.median(distances, axis=0)  # (S, K)
+    scores = {probe: PROBES[probe][1] * median.min(axis=1) for probe, median in medians.items()
+              if probe not in ("torso", "belt")}
+    shoes = references[:, slot_index["shoes"]]
+    per_ankle = []
+    for ring in _shoe_rings(points, scale):
+        cells = _pixel_indices(ring, frame.shape[0])
+        # only pixels that differ from the reference background can be the shoe
+        differs = np.abs(frame[cells[:, 0], cells[:, 1]].astype(np.float32)
+                         - background[cells[:, 0], cells[:, 1]]).max(axis=1) > SHOE_BACKGROUND_TOLERANCE
+        cells = cells[differs]
+        if len(cells) < SHOE_RANK:
+            continue
+        # black cartoon pixels are kept: a black shoe and an edge look the same
+        distances = _probe_distances(frame, cells, background, shoes, "", True, True)
+        nearest = np.sort(distances.min(axis=2), axis=0)[SHOE_RANK - 1]  # (S,)
+        per_ankle.append(np.minimum(nearest, SHOE_CAP))
+    if per_ankle:
+        scores["shoes"] = SHOE_WEIGHT * np.mean(per_ankle, axis=0)
+    if "torso" in medians or "belt" in medians:
+        shared = sum(PROBES[probe][1] * medians[probe] for probe in ("torso", "belt") if probe in medians)
+        scores["torso"] = shared.min(axis=1)
     return scores
 
 
 def _subject_scores(frame: np.ndarray, points: np.ndarray, scale: float, style: str,
                     background: np.ndarray) -> np.ndarray:
     total = np.zeros(len(SUBJECTS), np.float64)
-    for slot, score in _slot_scores(frame, points, scale, style, background).items():
-        total += SLOT_WEIGHTS[slot] * score
+    for score in _probe_scores(frame, points, scale, style, background).values():
+        total += score
     return total
 
 
@@ -498,27 +558,37 @@ def validation_render(index: int, size: int = 64):
     return video.frames[0], video.keypoints[0], compose(parts)
 
 
-def validate(renders: int = 300, size: int = 64, start: int = 0) -> dict[str, float]:
-    """Per-field accuracy of the oracle on `renders` validation renders (see validation_render)."""
-    hits = {name: 0 for name in FIELDS}
+def validate(renders: int = 300, size: int = 64, start: int = 0) -> dict[str, dict[str, float]]:
+    """Accuracy of the oracle on validation renders start.. start+renders-1 (see validation_render):
+    {"all": {field: accuracy}, "<style>": {field: accuracy, "renders": count}, ...}."""
+    hits: dict[str, dict[str, float]] = {}
     for index in range(start, start + renders):
         frame, keypoints, prompt = validation_render(index, size)
-        correct = measure_attributes(frame, keypoints).correct(expected_attributes(prompt))
-        for name in FIELDS:
-            hits[name] += int(correct[name])
-    return {name: hits[name] / renders for name in FIELDS}
+        expected = expected_attributes(prompt)
+        correct = measure_attributes(frame, keypoints).correct(expected)
+        for group in ("all", expected.style or "none"):
+            row = hits.setdefault(group, {name: 0.0 for name in (*FIELDS, "renders")})
+            row["renders"] += 1
+            for name in FIELDS:
+                row[name] += float(correct[name])
+    return {group: {name: (value if name == "renders" else value / row["renders"]) for name, value in row.items()}
+            for group, row in hits.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Measure the attribute oracle on ground-truth renders.")
     parser.add_argument("--renders", type=int, default=300)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--start", type=int, default=0)
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    accuracy = validate(args.renders, args.size)
+    accuracy = validate(args.renders, args.size, args.start)
     seconds = time.perf_counter() - began
-    print(" ".join(f"{name}={value:.3f}" for name, value in accuracy.items()),
-          f"(renders={args.renders}, size={args.size}, {seconds:.1f} s)")
+    print(f"{'style':<20} {'renders':>7} " + " ".join(f"{name:>9}" for name in FIELDS))
+    for group in ["all", *sorted(g for g in accuracy if g != "all")]:
+        row = accuracy[group]
+        print(f"{group:<20} {int(row['renders']):>7} " + " ".join(f"{row[name]:>9.3f}" for name in FIELDS))
+    print(f"({args.renders} renders at {args.size} px, {seconds:.1f} s)")
 
 
 if __name__ == "__main__":
