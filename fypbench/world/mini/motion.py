@@ -406,7 +406,7 @@ def _jump(p: float) -> dict[str, float]:
     return dict(
         right_hip_z=0.9 * crouch + 0.2 * air, left_hip_z=0.9 * crouch + 0.2 * air,
         right_knee=-1.5 * crouch - 0.3 * air, left_knee=-1.5 * crouch - 0.3 * air,
-        right_ankle=0.6 * crouch, left_ankle=0.6 * crouch, chest_z=0.4 * crouch,
+        right_ankle=0.6 * crouch, left_ankle=0.6 * crouch, chest_z=-0.4 * crouch,  # lean forward
         root_y=STANDING_ROOT_HEIGHT - 0.28 * crouch + 0.35 * air,
         right_shoulder_z=-0.6 * crouch + 2.6 * air, left_shoulder_z=-0.6 * crouch + 2.6 * air,
         right_elbow=0.2, left_elbow=0.2,
@@ -464,8 +464,10 @@ def _box(p: float) -> dict[str, float]:
 
 def _bow(p: float) -> dict[str, float]:
     d = abs(math.sin(math.pi * p))
-    return dict(chest_z=1.1 * d, right_hip_z=0.5 * d, left_hip_z=0.5 * d, neck_z=0.3 * d,
-                right_shoulder_z=0.5 * d, left_shoulder_z=0.5 * d)
+    # +Z flexion of the root or chest leans BACK (it turns +Y toward -X); a bow pitches the root forward, keeps the
+    # legs vertical with the opposite hip flexion and lets the arms hang.
+    return dict(pitch=-0.9 * d, right_hip_z=0.9 * d, left_hip_z=0.9 * d, chest_z=-0.3 * d, neck_z=-0.2 * d,
+                right_shoulder_z=1.1 * d, left_shoulder_z=1.1 * d)
 
 
 def _turn(p: float) -> dict[str, float]:

@@ -86,7 +86,7 @@ MIN_BACKGROUND_PIXELS = 64
 # The renderer shades parts by depth (x0.85 to x1.15); van gogh modulates brightness by a further +-12 %,
 # minecraft shades blocks by -5 % to +2 %.
 SHADING_FACTORS = tuple(round(0.8 + 0.025 * i, 3) for i in range(18))  # 0.8 ... 1.225
-STYLE_BRIGHTNESS_SPREAD = {"van gogh style": 0.12, "minecraft": 0.05}
+STYLE_BRIGHTNESS_SPREAD = {"van gogh style": 0.12, "minecraft": 0.05, "cartoon": 0.15}
 CARTOON_BLACK = 8            # cartoon edge pixels are (0, 0, 0)
 CARTOON_MIN_COLOURED = 0.15  # fraction of a probe's pixels that must be non-black to drop the black ones
 MIX_WEIGHTS = (1.0, 0.75, 0.5)  # figure share of a sampled pixel (the rest: reference background)
@@ -480,10 +480,16 @@ def measure_attributes(frame: np.ndarray, keypoints: np.ndarray) -> MeasuredAttr
     candidates = [int(b) for b in order[:MAX_BACKGROUND_CANDIDATES] if background_energy[b] <= CANDIDATE_NATS]
     energy = np.full((len(BACKGROUNDS), len(SUBJECTS)), np.inf)
     references = _reference_backgrounds(size)
+    pixels = frame[figure].astype(np.float32)
+    figure_chroma = float((pixels.max(axis=1) - pixels.min(axis=1)).mean()) if len(pixels) else 0.0
     for b in candidates:
         style = BACKGROUNDS[b][1]
         subject_scores = _subject_scores(frame, points, scale, style, references[b])
         energy[b] = background_energy[b] + subject_scores / SUBJECT_TEMPERATURE
+        if style == "black and white":
+            # a black-and-white frame has no colour anywhere (a grey figure on a grey background is otherwise
+            # the same in black and white and without style)
+            energy[b] += figure_chroma / SUBJECT_TEMPERATURE
     joint = np.exp(-(energy - energy.min()))
     joint /= joint.sum()
     background_p, subject_p = joint.sum(axis=1), joint.sum(axis=0)
