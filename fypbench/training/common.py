@@ -59,10 +59,21 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def parse_value(text: str) -> Any:
+    """YAML scalar/list parsing, plus plain float syntax YAML 1.1 leaves as text ("1e-4")."""
+    value = yaml.safe_load(text) if text.strip() else ""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _coerce(key: str, old: Any, new: Any, where: str) -> Any:
     """Check an override's type against the preset's value (None in the preset accepts anything)."""
     if isinstance(new, str) and not isinstance(old, str) and old is not None:
-        new = yaml.safe_load(new)
+        new = parse_value(new)
     if old is None or new is None:
         return new
     if isinstance(old, bool):
@@ -127,7 +138,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"override {item!r}: expected key=value")
-        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        overrides[key.strip()] = parse_value(value)
     return overrides
 
 

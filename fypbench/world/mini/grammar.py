@@ -106,11 +106,12 @@ class _Cursor:
         self.original = original
         self.pos = 0
 
-    def fail(self, expected: str) -> ValueError:
-        rest = self.text[self.pos:]
+    def fail(self, expected: str, known: tuple[str, ...] = ()) -> ValueError:
+        rest = self.original[self.pos:]
         found = repr(rest[:20]) if rest else "the end of the prompt"
-        return ValueError(f"cannot parse prompt {self.original!r}: expected {expected} at character {self.pos}, "
-                          f"found {found}")
+        options = f" (known: {', '.join(repr(o) for o in known)})" if known else ""
+        return ValueError(f"cannot parse prompt {self.original!r} at character {self.pos}: expected {expected}, "
+                          f"found {found}{options}")
 
     def literal(self, word: str) -> bool:
         if self.text.startswith(word, self.pos):
@@ -132,7 +133,7 @@ class _Cursor:
             if any((after == "") if f == "" else after.startswith(f) for f in followers):
                 self.pos = end
                 return option
-        raise self.fail(f"{what} (one of {', '.join(repr(o) for o in options if o)})")
+        raise self.fail(what, tuple(o for o in options if o))
 
     def at_end(self) -> bool:
         return self.pos == len(self.text)
@@ -170,7 +171,7 @@ def parse(text: str) -> PromptParts:
         raise ValueError(f"cannot parse prompt {text!r}: {error}") from None
 
 
-Allow = Callable[[Appearance, "str | None"], bool]
+Allow = Callable[[Appearance, str | None], bool]
 MAX_DRAWS = 10_000
 NO_COLOUR_PROBABILITY = 0.25
 

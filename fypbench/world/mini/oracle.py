@@ -21,12 +21,13 @@ prompt with the renderer's own vocabulary, given the frame's (conditioning) COCO
   separates a blue superman from a man in blue, whose trousers are 70 % of his shirt); upper arms (shirt);
   thighs and shins (trousers); forearms and hands (skin); the top of the head (hair); the face (skin when it
   points at the camera, hair when it points away: the character's left ear is on the viewer's right exactly
-  when the face points at the camera). Each pixel is compared with the subject's slot colour put through the
-  detected style (scene.apply_style on flat swatches of the colour at the renderer's shading factors), also
-  mixed with the reference background at that pixel (anti-aliased and pixelated edges). A probe's score is the
-  median pixel distance. Cartoon edges are pure black and are dropped where a probe has other pixels. Shoes are
-  not probed: the foot's direction is not in COCO-17 and a probe below the ankle hit the shoe in under half of
-  the calibration renders.
+  when the face points at the camera). Body probes inside the head are dropped (the head is painted nearest).
+  Each pixel is compared with the subject's slot colour put through the detected style (scene.apply_style on
+  flat swatches of the colour at the renderer's shading factors), for thin parts also mixed with the reference
+  background at that pixel (anti-aliased and pixelated edges) at a cost. A probe's score is the median pixel
+  distance. Cartoon edges are pure black and are dropped where a probe has other pixels. Shoes: the foot's
+  direction is not in COCO-17, so rings of pixels around each ankle that differ from the background are
+  searched for the shoe colour (the second-best pixel counts, capped).
 - The posterior is joint over (scene, style) x subject: the backgrounds within CANDIDATE_NATS of the best are
   each scored together with the figure under their style (a grey background is the same in black and white and
   nearly so under watercolor; the figure's colours decide). Marginals give each field's prediction and
@@ -75,6 +76,7 @@ SEGMENT_LENGTHS: tuple[tuple[int, int, float], ...] = (
 HAND_REACH_M = 0.07
 FOOT_REACH_M = 0.19
 HEAD_REACH_M = 0.13
+HEAD_RADIUS_M = 0.115  # the drawn head ellipse's larger radius
 # Reach of the widest spatial style filter (minecraft blocks) as a fraction of the frame side.
 STYLE_REACH = 1.0 / 16.0
 # A background pixel's distance counts at most this much (random stars and snowflakes, a stray limb).
@@ -86,10 +88,14 @@ MIN_BACKGROUND_PIXELS = 64
 # The renderer shades parts by depth (x0.85 to x1.15); van gogh modulates brightness by a further +-12 %,
 # minecraft shades blocks by -5 % to +2 %.
 SHADING_FACTORS = tuple(round(0.8 + 0.025 * i, 3) for i in range(18))  # 0.8 ... 1.225
-STYLE_BRIGHTNESS_SPREAD = {"van gogh style": 0.12, "minecraft": 0.05, "cartoon": 0.15}
+STYLE_BRIGHTNESS_SPREAD = {"van gogh style": 0.12, "minecraft": 0.05}
 CARTOON_BLACK = 8            # cartoon edge pixels are (0, 0, 0)
 CARTOON_MIN_COLOURED = 0.15  # fraction of a probe's pixels that must be non-black to drop the black ones
-MIX_WEIGHTS = (1.0, 0.75, 0.5)  # figure share of a sampled pixel (the rest: reference background)
+# Figure share of a sampled pixel (the rest: the reference background) and the distance a mix costs: without
+# the cost, half of a bright colour over a dark background passes for any mid-grey.
+MIX_WEIGHTS = (1.0, 0.75, 0.5)
+MIX_COSTS = (0.0, 8.0, 16.0)
+MIX_COST_SCALE = {"minecraft": 0.5}  # 4-px blocks mix the figure's edges with the background far more often
 # Styles whose blocks mix even the torso's pixels with the background (4 px blocks at 64 px).
 TORSO_MIXING_STYLES = ("minecraft",)
 # Energy scales (distances are in 0-255 intensity units; energy = distance / temperature, posterior ~ exp(-energy)).
@@ -320,6 +326,10 @@ def _sample_points(points: np.ndarray, scale: float) -> dict[str, list[np.ndarra
     up = _unit(ears - (ls + rs) / 2, np.array([0.0, -1.0]))
     across = np.array([-up[1], up[0]])
     centre = ears - up * 0.01 * scale
+    # the head is drawn over nearly everything (it is painted nearest): body probes inside it are dropped
+    head_radius = HEAD_RADIUS_M * scale + 1.0
+    for name, positions in probes.items():
+        probes[name] = [xy for xy in positions if float(np.hypot(*(xy - centre))) > head_radius]
     probes["hair"] += [centre + up * 0.085 * scale + across * d * scale for d in (-0.03, 0.0, 0.03)]
     probes["face"] += [centre - up * 0.07 * scale] + [centre + across * d * scale - up * 0.01 * scale
                                                      for d in (-0.065, 0.065)]
@@ -375,26 +385,30 @@ def _pixel_indices(xys: list[np.ndarray], size: int) -> np.ndarray:
 
 
 def _probe_distances(frame: np.ndarray, cells: np.ndarray, background: np.ndarray, candidates: np.ndarray,
-                     style: str, keep_black: bool, mixing: bool) -> np.ndarray | None:
+                     style: str, mixing: bool, black: str = "drop") -> np.ndarray | None:
     """(N, S, K) distance of each sampled pixel to each subject's candidate colours (with `mixing`, the best
-    figure/background mix), or None when the probe has no usable pixel.
+    figure/background mix plus its cost), or None when the probe has no usable pixel.
 
-    Cartoon edges are pure black: where a probe has enough other pixels its black ones are dropped; otherwise
-    probes of large parts (`keep_black`) keep them (black clothes) and the others give no evidence.
+    Cartoon edges are pure black. black="drop": black pixels are dropped where the probe has enough others, else
+    the probe gives no evidence; "keep_if_most": as "drop", but a probe that is mostly black keeps them (black
+    clothes on a large part); "keep": always kept.
     """
     observed = frame[cells[:, 0], cells[:, 1]].astype(np.float32)
     back = background[cells[:, 0], cells[:, 1]].astype(np.float32)
-    if style == "cartoon":
+    if style == "cartoon" and black != "keep":
         coloured = observed.max(axis=1) > CARTOON_BLACK
         if coloured.sum() >= max(2, CARTOON_MIN_COLOURED * len(observed)):
             observed, back = observed[coloured], back[coloured]
-        elif not keep_black:
+        elif black == "drop":
             return None
     if len(observed) == 0:
         return None
-    mix = np.asarray(MIX_WEIGHTS if mixing else (1.0,), np.float32)[None, :, None, None, None]  # (1, M, 1, 1, 1)
+    count = len(MIX_WEIGHTS) if mixing else 1
+    mix = np.asarray(MIX_WEIGHTS[:count], np.float32)[None, :, None, None, None]  # (1, M, 1, 1, 1)
+    cost = np.asarray(MIX_COSTS[:count], np.float32)[None, :, None, None] * MIX_COST_SCALE.get(style, 1.0)
     mixed = mix * candidates[None, None] + (1.0 - mix) * back[:, None, None, None, :]  # (N, M, S, K, 3)
-    return np.sqrt(((mixed - observed[:, None, None, None, :]) ** 2).sum(axis=-1)).min(axis=1)
+    distance = np.sqrt(((mixed - observed[:, None, None, None, :]) ** 2).sum(axis=-1)) + cost  # (N, M, S, K)
+    return distance.min(axis=1)
 
 
 def _probe_scores(frame: np.ndarray, points: np.ndarray, scale: float, style: str,
@@ -416,7 +430,8 @@ def _probe_scores(frame: np.ndarray, points: np.ndarray, scale: float, style: st
         else:
             candidates = references[:, slot_index[slot]]  # (S, F, 3)
         distances = _probe_distances(frame, _pixel_indices(samples[probe], frame.shape[0]), background,
-                                     candidates, style, keep_black, thin or style in TORSO_MIXING_STYLES)
+                                     candidates, style, thin or style in TORSO_MIXING_STYLES,
+                                     "keep_if_most" if keep_black else "drop")
         if distances is not None:
             medians[probe] = np.median(distances, axis=0)  # (S, K)
     scores = {probe: PROBES[probe][1] * median.min(axis=1) for probe, median in medians.items()
@@ -432,7 +447,7 @@ def _probe_scores(frame: np.ndarray, points: np.ndarray, scale: float, style: st
         if len(cells) < SHOE_RANK:
             continue
         # black cartoon pixels are kept: a black shoe and an edge look the same
-        distances = _probe_distances(frame, cells, background, shoes, "", True, True)
+        distances = _probe_distances(frame, cells, background, shoes, style, True, "keep")
         nearest = np.sort(distances.min(axis=2), axis=0)[SHOE_RANK - 1]  # (S,)
         per_ankle.append(np.minimum(nearest, SHOE_CAP))
     if per_ankle:

@@ -77,7 +77,8 @@ class _Stream:
                       pitch=pitch, seed=seed)
         if rng.random() < PROCEDURAL_FRACTION:
             name = str(rng.choice(PROCEDURAL_MOTIONS))
-            return MotionSpec(kind="procedural", name=name, start=float(rng.uniform(0.0, clip_duration(name, "procedural"))),
+            period = clip_duration(name, "procedural")
+            return MotionSpec(kind="procedural", name=name, start=float(rng.uniform(0.0, period)),
                               speed=float(rng.uniform(*PROCEDURAL_SPEED)),
                               amplitude=float(rng.uniform(*PROCEDURAL_AMPLITUDE)),
                               jitter=float(rng.uniform(*PROCEDURAL_JITTER)), **common)

@@ -1,0 +1,153 @@
+"""Training speed of the mini base model: VAE and UNet step times (fp32 vs bf16 autocast), projected and actual
+wall time of `fypbench train vae` + `fypbench train base` with the mini presets.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_base_training.py [--repeats 6] [--runs runs/train]
+
+Steps run on real renders of the training stream (flat-shaded images make denormal floats; the recipes flush
+them, as measured here). Each figure is the median of `--repeats` steps after one warm-up step (wall clock,
+time.perf_counter). The projection = rendering the image cache (measured per image, divided over the preset's
+workers) + VAE steps x VAE step time + latent encoding + base steps x base step time. "actual" reads the
+recipes' losses.jsonl (seconds since the session start) and train.log when runs exist. On a shared machine the
+numbers move with other people's load: rerun before trusting a difference under ~20 %.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fypbench.base.components import build_text_encoder, build_unet, build_vae, preset_config  # noqa: E402
+from fypbench.training.common import images_to_tensor, import_object, load_config  # noqa: E402
+
+
+def median_step_time(step, repeats: int) -> float:
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def vae_step_factory(images: np.ndarray, bf16: bool):
+    config = load_config("vae", "mini")
+    vae = build_vae({**preset_config(config["model"]["preset"])["vae"], "sample_size": images.shape[1]})
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-4)
+    x = images_to_tensor(images)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            posterior = vae.encode(x).latent_dist
+            reconstruction = vae.decode(posterior.sample()).sample.float()
+        loss = (reconstruction - x).abs().mean() + (reconstruction - x).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def base_step_factory(batch: int, bf16: bool, train_text_encoder: bool):
+    config = load_config("base", "mini")
+    parts = preset_config(config["model"]["preset"])
+    unet, text_encoder = build_unet(parts["unet"]), build_text_encoder(parts["text_encoder"])
+    text_encoder.requires_grad_(train_text_encoder)
+    parameters = list(unet.parameters()) + (list(text_encoder.parameters()) if train_text_encoder else [])
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    size = parts["unet"]["sample_size"]
+    latents = torch.randn(batch, 4, size, size, generator=generator)
+    ids = torch.randint(0, 49408, (batch, 77), generator=generator)
+    timesteps = torch.randint(0, 1000, (batch,), generator=generator)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.set_grad_enabled(train_text_encoder):
+                context = text_encoder(ids)[0]
+            prediction = unet(latents, timesteps, context).sample.float()
+        loss = (prediction - latents).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def actual_times(run_dir: Path) -> dict[str, float] | None:
+    losses = run_dir / "losses.jsonl"
+    if not losses.exists():
+        return None
+    rows = [json.loads(line) for line in losses.read_text().splitlines() if line.strip()]
+    # "seconds" restarts at 0 when a run is resumed: sum the sessions' last values
+    total, previous = 0.0, 0.0
+    for row in rows:
+        if row["seconds"] < previous:
+            total += previous
+        previous = row["seconds"]
+    total += previous
+    return {"steps": rows[-1]["step"], "train_seconds": total,
+            "seconds_per_step": total / rows[-1]["step"] if rows[-1]["step"] else float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--runs", type=Path, default=Path("runs/train"))
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    vae_config, base_config = load_config("vae", "mini"), load_config("base", "mini")
+    data = vae_config["data"]
+    dataset = import_object(data["target"])(**data["kwargs"])
+    batch = int(vae_config["train"]["batch_size"])
+    start = time.perf_counter()
+    images = np.stack([dataset[i][0] for i in range(batch)])
+    render_seconds = (time.perf_counter() - start) / batch
+    print(f"torch threads {torch.get_num_threads()}; rendering {render_seconds * 1e3:.1f} ms/image")
+
+    timings = {}
+    for bf16 in (False, True):
+        label = "bf16" if bf16 else "fp32"
+        timings[f"vae_{label}"] = median_step_time(vae_step_factory(images, bf16), args.repeats)
+        print(f"VAE step, batch {batch}, {label}: {timings[f'vae_{label}']:.3f} s")
+    base_batch = int(base_config["train"]["batch_size"])
+    for bf16 in (False, True):
+        label = "bf16" if bf16 else "fp32"
+        for train_text in (True, False):
+            key = f"base_{label}_{'text' if train_text else 'frozen'}"
+            timings[key] = median_step_time(base_step_factory(base_batch, bf16, train_text), args.repeats)
+            print(f"base step, batch {base_batch}, {label}, text encoder "
+                  f"{'trained' if train_text else 'frozen'}: {timings[key]:.3f} s")
+
+    vae_key = f"vae_{'bf16' if vae_config['train']['mixed_precision'] == 'bf16' else 'fp32'}"
+    base_key = (f"base_{'bf16' if base_config['train']['mixed_precision'] == 'bf16' else 'fp32'}_"
+                f"{'text' if base_config['model']['train_text_encoder'] else 'frozen'}")
+    count = int(data["count"])
+    render_total = count * render_seconds / max(1, int(data["workers"]))
+    vae_total = int(vae_config["train"]["steps"]) * timings[vae_key]
+    encode_total = count / batch * timings["vae_fp32"] / 6  # encoder forward only: ~1/6 of a training step
+    base_total = int(base_config["train"]["steps"]) * timings[base_key]
+    total = render_total + vae_total + encode_total + base_total
+    print(f"projected (mini presets): render {render_total / 60:.1f} min + VAE {vae_config['train']['steps']} "
+          f"steps {vae_total / 60:.1f} min + encode {encode_total / 60:.1f} min + base "
+          f"{base_config['train']['steps']} steps {base_total / 60:.1f} min = {total / 60:.1f} min "
+          f"(budget 90 min)")
+    for recipe in ("vae", "base"):
+        actual = actual_times(args.runs / f"{recipe}_mini")
+        if actual:
+            print(f"actual {recipe}_mini: {actual['steps']} steps in {actual['train_seconds'] / 60:.1f} min "
+                  f"({actual['seconds_per_step']:.2f} s/step, training loop only)")
+
+
+if __name__ == "__main__":
+    main()
