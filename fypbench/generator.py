@@ -62,6 +62,15 @@ class Generator(ABC):
     name: ClassVar[str]
     needs: ClassVar[Needs] = Needs()
 
+    @classmethod
+    def from_world(cls, world, **options: Any) -> "Generator":
+        """Build the method from a world's components (base model, method weights, frame size).
+
+        `options` are the method's own keyword arguments (same names on every generator where they mean
+        the same thing: num_inference_steps, guidance_scale, negative_prompt, batch_size, size, device).
+        """
+        return cls(world=world, **options)
+
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """Everything that changes the output (weights id/hash, steps, guidance, resolution...)."""

@@ -9,6 +9,7 @@ its appearance is the prompt's (parsed by the grammar), its background randomnes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fypbench.sample import Sample
@@ -36,11 +37,29 @@ def motion_spec(sample: Sample):
     return MotionSpec.from_dict(sample.source["motion"])
 
 
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights" / "mini"
+
+
 @dataclass(frozen=True)
 class MiniWorld:
     name: str = "mini"
     size: int = 64
     num_frames: int = 8
+    weights_dir: Path = WEIGHTS_DIR
+
+    def base_model(self) -> str:
+        """The base text-to-image pipeline folder every method stands on (fypbench.base.load_base reads it)."""
+        return str(self.weights_dir / "base")
+
+    def method_weights(self, method: str) -> Path:
+        """The shipped weights folder of a method trained in this world; a clear error when it is missing."""
+        from fypbench.generator import MethodUnavailable
+
+        folder = self.weights_dir / method
+        if not folder.is_dir():
+            raise MethodUnavailable(f"{method}: no mini-world weights at {folder}; train them with "
+                                    f"`fypbench train {method} --world mini`")
+        return folder
 
     def render_reference(self, sample: Sample, size: int | None = None):
         """The ground-truth video of a sample: its motion, its prompt's appearance, its seed's background."""
