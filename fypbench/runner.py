@@ -1,0 +1,238 @@
+"""The generation stage: a deterministic job list of (method, batch of samples), sharded, resumable, locked.
+
+    fypbench run --methods reference --limit 16 --out runs/demo
+
+Rules (../shared/reference/metrics.md §7):
+- The full job list is built first from (methods, protocol order, batch size) only; then it is split across
+  processes (`--shard i/N`, or RANK/WORLD_SIZE from torchrun / accelerate launch); then each process skips jobs
+  whose videos are all done. Never filter-then-split: ranks would see different lists.
+- A batch's composition depends only on the protocol and the batch size, never on the number of processes, and a
+  sample's noise only on its seed: 1 and N processes write identical videos.
+- Methods that tune per source video (Tune-A-Video) get batches aligned to groups of samples sharing a source, so
+  a source is tuned once, by one process.
+- A process holds an exclusive lock on its shard (and an unsharded run on the whole run directory): a second run on
+  the same directory while one is active is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fypbench.errors import UserError
+from fypbench.io import write_json_atomic
+from fypbench.sample import Sample
+
+RUN_FILE = "run.json"
+LOCK_DIR = "locks"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index, count = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise UserError(f"--shard {text!r}: expected I/N with integers, e.g. 0/4") from None
+        if count < 1 or not 0 <= index < count:
+            raise UserError(f"--shard {text!r}: need N >= 1 and 0 <= I < N")
+        return cls(index, count)
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Shard:
+        """RANK / WORLD_SIZE as set by torchrun and accelerate launch (CPU or GPU); 0/1 when absent."""
+        env = os.environ if environ is None else environ
+        if "WORLD_SIZE" not in env:
+            return cls()
+        try:
+            count, index = int(env["WORLD_SIZE"]), int(env.get("RANK", "-1"))
+        except ValueError:
+            raise UserError(f"RANK/WORLD_SIZE are not integers: {env.get('RANK')!r}/{env.get('WORLD_SIZE')!r}") from None
+        if count < 1 or not 0 <= index < count:
+            raise UserError(f"launcher environment RANK={env.get('RANK')} WORLD_SIZE={count} is inconsistent")
+        return cls(index, count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    number: int  # position in the full job list
+    sample_ids: tuple[str, ...]
+
+
+def source_key(sample: Sample) -> str:
+    return json.dumps(sample.source, sort_keys=True) if sample.source is not None else f"none:{sample.id}"
+
+
+def plan_jobs(methods: Sequence[tuple[str, bool]], samples: Sequence[Sample], batch_size: int) -> list[Job]:
+    """The full, deterministic job list. `methods` = (name, groups_by_source) in run order.
+
+    Plain methods: consecutive batches of `batch_size` samples in protocol order. Per-source methods: samples
+    grouped by source (first appearance order), each group split into batches of `batch_size`.
+    """
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    jobs: list[Job] = []
+    for method, by_source in methods:
+        if by_source:
+            groups: dict[str, list[str]] = {}
+            for s in samples:
+                groups.setdefault(source_key(s), []).append(s.id)
+            batches = [ids[i:i + batch_size] for ids in groups.values() for i in range(0, len(ids), batch_size)]
+        else:
+            ids = [s.id for s in samples]
+            batches = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+        first = len(jobs)
+        jobs.extend(Job(method, first + k, tuple(batch)) for k, batch in enumerate(batches))
+    return jobs
+
+
+def shard_jobs(jobs: Sequence[Job], shard: Shard) -> list[Job]:
+    """Split the FULL job list (strided by job number, so every method is spread over every process)."""
+    return [job for job in jobs if job.number % shard.count == shard.index]
+
+
+# ---------------------------------------------------------------------------------------------- locking
+
+
+@contextmanager
+def run_lock(run_dir: Path, shard: Shard) -> Iterator[None]:
+    """Exclusive lock of this shard; an unsharded run locks the directory exclusively, sharded runs share it."""
+    folder = run_dir / LOCK_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    handles = []
+    try:
+        for name, mode in (("run.lock", fcntl.LOCK_EX if shard.count == 1 else fcntl.LOCK_SH),
+                           (f"shard-{shard.index}-of-{shard.count}.lock", fcntl.LOCK_EX)):
+            handle = open(folder / name, "a+")
+            handles.append(handle)
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{run_dir}: another `fypbench run` is active on this run directory "
+                                f"({name} is locked); wait for it or use another --out") from None
+        yield
+    finally:
+        for handle in reversed(handles):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+
+
+def git_revision() -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}{'-dirty' if dirty else ''}" if rev else "unknown"
+
+
+def environment_record() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in ("fypbench", "torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "accelerate",
+                 "numpy", "mediapipe", "pycocotools", "pillow"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "packages": packages, "git": git_revision()}
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class GenerationReport:
+    generated: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, method: str, generated: int, skipped: int, seconds: float) -> None:
+        self.generated[method] = self.generated.get(method, 0) + generated
+        self.skipped[method] = self.skipped.get(method, 0) + skipped
+        self.seconds[method] = self.seconds.get(method, 0.0) + seconds
+
+
+def generate(run_dir: Path, generators: dict[str, Any], samples: Sequence[Sample], jobs: Sequence[Job],
+             previews: Callable[[str, str], bool] = lambda method, sample_id: False,
+             on_job: Callable[[Job, int, int], None] | None = None) -> GenerationReport:
+    """Run this process's jobs: skip finished videos, generate the rest, store them atomically."""
+    from fypbench.generator import check_video
+    from fypbench.videos import is_done, write_video
+
+    by_id = {s.id: s for s in samples}
+    report = GenerationReport()
+    for job in jobs:
+        todo = [sid for sid in job.sample_ids if not is_done(run_dir, job.method, sid)]
+        if not todo:
+            report.add(job.method, 0, len(job.sample_ids), 0.0)
+            if on_job:
+                on_job(job, 0, len(job.sample_ids))
+            continue
+        generator = generators[job.method]
+        batch = [by_id[sid] for sid in job.sample_ids]  # the whole batch: composition never depends on resume
+        started = time.perf_counter()
+        videos = generator.generate(batch)
+        seconds = time.perf_counter() - started
+        config_hash = generator.config_hash()
+        for sample, video in zip(batch, videos):
+            if sample.id not in todo:
+                continue
+            check_video(video, sample.num_frames)
+            write_video(run_dir, job.method, sample.id, video,
+                        {"config_hash": config_hash, "seed": sample.seed, "job": job.number,
+                         "batch": list(job.sample_ids), "seconds_per_sample": seconds / len(batch)},
+                        previews=previews(job.method, sample.id))
+        report.add(job.method, len(todo), len(job.sample_ids) - len(todo), seconds)
+        if on_job:
+            on_job(job, len(todo), len(job.sample_ids) - len(todo))
+    return report
+
+
+def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """run.json: written at the start of a run (and refreshed by every later run on the same directory)."""
+    path = run_dir / RUN_FILE
+    previous = json.loads(path.read_text()) if path.is_file() else None
+    if previous is not None:
+        for key in ("protocol_hash", "world", "sample_ids"):
+            if previous.get(key) != record.get(key):
+                raise UserError(f"{path}: this run directory holds a run with another {key}; use another --out")
+    write_json_atomic(path, record)
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: not a run directory (no {RUN_FILE})")
+    return json.loads(path.read_text())
+
+
+def shard_dict(shard: Shard) -> dict[str, int]:
+    return asdict(shard)
