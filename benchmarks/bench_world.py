@@ -4,7 +4,8 @@
 
 Prints FK ms/frame (real clips and procedural motions), render ms/frame at 64 px (plain, and with a scene and a
 style) and at 256 px, the OpenPose/keypose map ms/frame at 512 px, and the ratio to the 10 ms budget of a 64-px
-frame. Times are the median of several repeats (wall clock, time.perf_counter).
+frame, then the fyp-1024 protocol build and load/validate time and the ground-truth render time per protocol
+sample. Times are the median of several repeats (wall clock, time.perf_counter).
 """
 
 from __future__ import annotations
@@ -86,6 +87,25 @@ def main() -> None:
     worst64 = max(plain64, styled64, *per_style.values())
     print(f"64-px budget {BUDGET_MS_64:.0f} ms/frame: slowest case {worst64:.2f} ms "
           f"= {worst64 / BUDGET_MS_64:.2f} x budget ({'within' if worst64 <= BUDGET_MS_64 else 'OVER'})")
+    from fypbench.protocol import load_protocol
+    from fypbench.world.mini.fyp1024 import build
+    from fypbench.world.mini.world import MiniWorld
+
+    start = time.perf_counter()
+    protocol = build()
+    build_s = time.perf_counter() - start
+    print(f"protocol build fyp-1024 (1024 samples, FK + prompts, in memory): {build_s:.2f} s")
+    start = time.perf_counter()
+    load_protocol("fyp-1024")
+    print(f"protocol load + full validation + hash:                  {time.perf_counter() - start:.2f} s")
+    world = MiniWorld()
+    subset = protocol.samples[::16]
+    start = time.perf_counter()
+    for sample in subset:
+        world.render_reference(sample)
+    per_video = (time.perf_counter() - start) / len(subset)
+    print(f"ground-truth render of a protocol sample (8 frames, 64 px): {per_video * 1000:.1f} ms/video "
+          f"-> {per_video * len(protocol):.1f} s for all 1024")
 
 
 if __name__ == "__main__":
