@@ -166,6 +166,31 @@ def world_render(
         typer.echo(str(path))
 
 
+@app.command("run")
+def run(
+    methods: Annotated[str, typer.Option(help="'all' or a comma-separated list (fypbench ls methods)")] = "all",
+    world: Annotated[str, typer.Option(help="mini | sd")] = "mini",
+    protocol: Annotated[str, typer.Option(help="protocol name or folder")] = "fyp-1024",
+    limit: Annotated[int | None, typer.Option(help="first N samples of the protocol")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default runs/<world>-<protocol>[-N])")] = None,
+    shard: Annotated[str | None, typer.Option(help="I/N: this process's share (Slurm arrays); "
+                                                   "default from RANK/WORLD_SIZE")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="samples per generate() call")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML: methods options, batch_size, previews, metrics")] = None,
+    previews: Annotated[int | None, typer.Option(help="samples per method that get mp4/gif previews")] = None,
+    score: Annotated[bool, typer.Option(help="score the videos after generating them")] = True,
+) -> None:
+    """Generate every (method, sample) video, then score them: resumable, shardable, locked."""
+    from fypbench.run_job import RunOptions, run_benchmark
+
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+    options = RunOptions(methods=methods, world=world, protocol=protocol, limit=limit, out=out, shard=shard,
+                         batch_size=batch_size, config=config, previews=previews, score=score)
+    run_dir = run_benchmark(options)
+    typer.echo(f"run directory: {run_dir}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)

@@ -236,3 +236,50 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 def shard_dict(shard: Shard) -> dict[str, int]:
     return asdict(shard)
+
+
+# ---------------------------------------------------------------------------------------------- `fypbench run`
+
+CONFIG_KEYS = ("methods", "batch_size", "previews", "metrics")
+
+
+def load_run_config(path: Path | None) -> dict[str, Any]:
+    """Optional YAML: {methods: {name: {option: value}}, batch_size, previews, metrics}; unknown keys refused."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise UserError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(CONFIG_KEYS)})")
+    methods = config.get("methods", {})
+    if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
+        raise UserError(f"{path}: 'methods' must map method names to option mappings")
+    return config
+
+
+def resolve_methods(text: str, registry) -> list[str]:
+    names = registry.names() if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise UserError("--methods is empty")
+    for name in names:
+        registry.get(name)  # did-you-mean on unknown names
+    return list(dict.fromkeys(names))
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{folder}: output directory is not writable ({exc.strerror})") from None

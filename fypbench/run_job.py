@@ -1,0 +1,120 @@
+"""`fypbench run`: protocol -> generate -> score, in one resumable, shardable, locked run directory.
+
+    fypbench run --methods reference --limit 16 --out runs/demo
+
+Same command under `torchrun --standalone --nproc_per_node 2 -m fypbench.cli run ...` or `accelerate launch`
+(RANK/WORLD_SIZE), or as Slurm array tasks with `--shard i/N`: the full job list is split first, then each
+process skips its finished jobs (fypbench/runner.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fypbench.errors import UserError
+from fypbench.runner import (
+    Shard, check_writable, environment_record, generate, load_run_config, plan_jobs, resolve_methods, run_lock,
+    shard_jobs, write_run_record,
+)
+
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_PREVIEWS = 8
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    methods: str = "all"
+    world: str = "mini"
+    protocol: str = "fyp-1024"
+    limit: int | None = None
+    out: Path | None = None
+    shard: str | None = None
+    batch_size: int | None = None
+    config: Path | None = None
+    previews: int | None = None
+    score: bool = True
+
+
+def _build_generators(names: list[str], world, method_options: dict[str, dict[str, Any]], console):
+    from fypbench.generator import MethodUnavailable
+    from fypbench.registry import METHODS
+
+    generators, unavailable = {}, {}
+    for name in names:
+        try:
+            generators[name] = METHODS.load(name).from_world(world, **method_options.get(name, {}))
+        except MethodUnavailable as exc:
+            unavailable[name] = str(exc)
+            console.print(f"[bold red]SKIPPED {name}[/bold red]: {exc}")
+    return generators, unavailable
+
+
+def run_benchmark(options: RunOptions) -> Path:
+    from rich.console import Console
+
+    from fypbench import __version__
+    from fypbench.protocol import load_protocol
+    from fypbench.registry import METHODS, WORLDS
+
+    console = Console(stderr=True)
+    config = load_run_config(options.config)
+    names = resolve_methods(options.methods, METHODS)
+    unknown_options = sorted(set(config.get("methods", {})) - set(METHODS.names()))
+    if unknown_options:
+        raise UserError(f"{options.config}: 'methods' names unknown method {unknown_options[0]!r}")
+    shard = Shard.parse(options.shard) if options.shard is not None else Shard.from_environment()
+    batch_size = options.batch_size or int(config.get("batch_size", DEFAULT_BATCH_SIZE))
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    n_previews = options.previews if options.previews is not None else int(config.get("previews", DEFAULT_PREVIEWS))
+    protocol = load_protocol(options.protocol)
+    samples = protocol.samples[: options.limit] if options.limit else list(protocol.samples)
+    world = WORLDS.load(options.world)()
+    run_dir = Path(options.out) if options.out else Path("runs") / (
+        f"{options.world}-{protocol.name}" + (f"-{options.limit}" if options.limit else ""))
+    check_writable(run_dir)
+
+    with run_lock(run_dir, shard):
+        generators, unavailable = _build_generators(names, world, config.get("methods", {}), console)
+        record = {
+            "fypbench_version": __version__, "world": options.world, "protocol": protocol.name,
+            "protocol_path": str(protocol.path), "protocol_hash": protocol.hash, "limit": options.limit,
+            "sample_ids": [s.id for s in samples], "batch_size": batch_size,
+            "methods": {name: {"config": g.config(), "config_hash": g.config_hash()}
+                        for name, g in generators.items()},
+            "unavailable": unavailable, "environment": environment_record(),
+        }
+        write_run_record(run_dir, record)
+        plan = [(name, generators[name].needs.per_video_tuning) for name in names if name in generators]
+        jobs = shard_jobs(plan_jobs(plan, samples, batch_size), shard)
+        gallery = {s.id for s in samples[:n_previews]}
+        started = time.perf_counter()
+        report = _generate_with_progress(run_dir, generators, samples, jobs, gallery, console)
+        console.print(f"generation done in {time.perf_counter() - started:.1f} s (shard {shard}): "
+                      + ", ".join(f"{m} +{report.generated.get(m, 0)} ({report.seconds.get(m, 0.0):.1f} s)"
+                                  for m in generators))
+        if options.score:
+            from fypbench.scoring import score_run
+
+            score_run(run_dir, samples=samples, world=options.world, metric_names=config.get("metrics"),
+                      methods=list(generators), part=None if shard.count == 1 else f"shard-{shard.index}-of-{shard.count}")
+    return run_dir
+
+
+def _generate_with_progress(run_dir, generators, samples, jobs, gallery, console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    totals: dict[str, int] = {}
+    for job in jobs:
+        totals[job.method] = totals.get(job.method, 0) + len(job.sample_ids)
+    with Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=False) as progress:
+        tasks = {m: progress.add_task(m, total=totals[m]) for m in totals}
+
+        def on_job(job, generated, skipped):
+            progress.advance(tasks[job.method], generated + skipped)
+
+        return generate(run_dir, generators, samples, jobs, previews=lambda m, sid: sid in gallery, on_job=on_job)
