@@ -166,6 +166,25 @@ def world_render(
         typer.echo(str(path))
 
 
+@app.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+def train(
+    recipe: Annotated[str, typer.Argument(help="vae | base | evaluator-clip | controlnet | t2i-adapter | ...")],
+    world: Annotated[str, typer.Option(help="world whose preset to use (mini | sd)")] = "mini",
+    preset: Annotated[str | None, typer.Option(help="preset name or YAML path (default: the world's name; "
+                                                    "debug = tiny, seconds)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: the shipped weights folder)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the output folder's last checkpoint")] = True,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="config override key=value (repeatable)")] = None,
+) -> None:
+    """Train a model with one recipe (config-driven, resumable; `accelerate launch -m fypbench.cli train ...`)."""
+    from fypbench.registry import RECIPES
+    from fypbench.training.common import parse_overrides
+
+    run_recipe = RECIPES.load(recipe)
+    folder = run_recipe(preset or world, out, resume, parse_overrides(overrides or []))
+    typer.echo(f"exported: {folder}")
+
+
 @app.command("run")
 def run(
     methods: Annotated[str, typer.Option(help="'all' or a comma-separated list (fypbench ls methods)")] = "all",

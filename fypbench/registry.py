@@ -56,6 +56,24 @@ METHODS = Registry("method")
 METHODS.register("reference", "fypbench.methods.reference:ReferenceGenerator",
                  "Ground-truth renders of the mini world (ceiling row; positive control of the metrics)")
 
+METHODS.register("controlnet", "fypbench.baselines.controlnet:ControlNetGenerator",
+                 "ControlNet (OpenPose-18), per frame, shared initial noise; sd: lllyasviel/sd-controlnet-openpose")
+METHODS.register("t2i-adapter", "fypbench.baselines.t2i_adapter:T2IAdapterGenerator",
+                 "T2I-Adapter (keypose COCO-17; openpose variant), per frame, shared noise; sd: TencentARC keypose")
+METHODS.register("tune-a-video", "fypbench.baselines.tune_a_video:TuneAVideoGenerator",
+                 "Tune-A-Video: one-shot tuning on the sample's source video, DDIM inversion, no pose input")
+METHODS.register("masactrl", "fypbench.baselines.masactrl:MasaCtrlGenerator",
+                 "MasaCtrl: frames 1..F-1 read frame 0's self-attention keys/values; pose via T2I-Adapter")
+
+# Training recipes: name -> "module:run" with run(preset, output_dir, resume, overrides) -> exported folder.
+RECIPES = Registry("training recipe")
+RECIPES.register("vae", "fypbench.training.vae:run", "the base model's AutoencoderKL (mini: 4x, 64 px)")
+RECIPES.register("base", "fypbench.training.base:run", "the base text-to-image UNet (+ text encoder) on the VAE")
+RECIPES.register("evaluator-clip", "fypbench.training.evaluator_clip:run",
+                 "the mini world's evaluator CLIP (CLIP score / frame consistency), independent of every generator")
+RECIPES.register("controlnet", "fypbench.baselines.controlnet:run", "ControlNet on image-pose pairs")
+RECIPES.register("t2i-adapter", "fypbench.baselines.t2i_adapter:run", "T2I-Adapter on image-pose pairs")
+
 WORLDS = Registry("world")
 WORLDS.register("mini", "fypbench.world.mini.world:MiniWorld",
                 "Offline CPU world: mannequin renders of mocap + procedural motion, tiny in-house models")

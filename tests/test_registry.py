@@ -5,7 +5,7 @@ import pytest
 
 from fypbench.cli import main
 from fypbench.errors import UserError
-from fypbench.registry import METHODS, WORLDS
+from fypbench.registry import METHODS, RECIPES, WORLDS
 
 
 def test_listing_imports_nothing_heavy():
@@ -24,7 +24,7 @@ def test_unknown_method_suggests():
 
 
 def test_every_entry_resolves():
-    for registry in (METHODS, WORLDS):
+    for registry in (METHODS, RECIPES, WORLDS):
         for entry in registry.entries():
             assert callable(entry.load()), entry.name
 
