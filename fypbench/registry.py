@@ -56,6 +56,10 @@ METHODS = Registry("method")
 METHODS.register("reference", "fypbench.methods.reference:ReferenceGenerator",
                  "Ground-truth renders of the mini world (ceiling row; positive control of the metrics)")
 
+METHODS.register("followpose", "fypbench.models.followpose.generator:FollowPoseGenerator",
+                 "Follow-Your-Pose: inflated base UNet + pose encoder, two-stage training, DDIM + CFG, pose in both branches")
+METHODS.register("followpose-stage1", "fypbench.models.followpose.generator:FollowPoseStage1Generator",
+                 "Follow-Your-Pose after stage 1 only: 2D base + pose encoder, each frame sampled independently")
 METHODS.register("controlnet", "fypbench.baselines.controlnet:ControlNetGenerator",
                  "ControlNet (OpenPose-18), per frame, shared initial noise; sd: lllyasviel/sd-controlnet-openpose")
 METHODS.register("t2i-adapter", "fypbench.baselines.t2i_adapter:T2IAdapterGenerator",
@@ -71,6 +75,10 @@ RECIPES.register("vae", "fypbench.training.vae:run", "the base model's Autoencod
 RECIPES.register("base", "fypbench.training.base:run", "the base text-to-image UNet (+ text encoder) on the VAE")
 RECIPES.register("evaluator-clip", "fypbench.training.evaluator_clip:run",
                  "the mini world's evaluator CLIP (CLIP score / frame consistency), independent of every generator")
+RECIPES.register("followpose-stage1", "fypbench.models.followpose.train:run_stage1",
+                 "Follow-Your-Pose stage 1: the pose encoder on image-pose pairs, base frozen")
+RECIPES.register("followpose-stage2", "fypbench.models.followpose.train:run_stage2",
+                 "Follow-Your-Pose stage 2: attn1/attn2 queries + temporal modules on pose-free videos")
 RECIPES.register("controlnet", "fypbench.baselines.controlnet:run", "ControlNet on image-pose pairs")
 RECIPES.register("t2i-adapter", "fypbench.baselines.t2i_adapter:run", "T2I-Adapter on image-pose pairs")
 

@@ -10,6 +10,15 @@ batch it was drawn in. Pose features are computed once per video (they do not de
 the unconditional and text halves, as the official pipeline duplicates the skeleton. Official sampling values
 (followpose.md §7): DDIM 50 steps, eta 0, guidance 12.5, negative prompt "", VAE decode per frame, clamp to
 [0, 1].
+
+Options beyond the official sampler (used by the stage-1-only comparison and the PA baseline):
+- `per_frame=True`: every frame is denoised as its own one-frame video (frames folded into the batch for the
+  UNet call only) with the temporal modules switched off, i.e. the 2D UNet + pose encoder applied frame by
+  frame (with one frame, sparse-causal attention is plain self-attention and pooled GroupNorm is per image).
+- `shared_noise=True`: every frame starts from frame 0's slice of the sample's noise (default: each frame
+  its own slice of the same (C, F, h, w) tensor).
+- `inject_pose=False`: the pose encoder is not run and nothing is injected (residual injection: exactly the
+  model without pose; concat: zeros concatenated), e.g. the base model without pose.
 """
 
 from __future__ import annotations
@@ -51,6 +60,28 @@ def decode_latents(vae, latents: torch.Tensor, decode_batch_size: int = 16) -> n
     return array.reshape(batch, frames, *array.shape[1:])
 
 
+def _fold_frames(x: torch.Tensor) -> torch.Tensor:
+    """(b, c, f, h, w) -> (b*f, c, 1, h, w): every frame its own one-frame video."""
+    batch, channels, frames, height, width = x.shape
+    return x.transpose(1, 2).reshape(batch * frames, channels, 1, height, width)
+
+
+def _unfold_frames(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """Inverse of `_fold_frames`."""
+    _, channels, _, height, width = x.shape
+    return x.reshape(batch, -1, channels, height, width).transpose(1, 2)
+
+
+def _denoise(unet3d: FollowPoseUNet3D, latents: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
+             features: list[torch.Tensor] | None, per_frame: bool) -> torch.Tensor:
+    if not per_frame:
+        return unet3d(latents, timestep, text, features)
+    batch, frames = latents.shape[0], latents.shape[2]
+    folded_features = None if features is None else [_fold_frames(f) for f in features]
+    out = unet3d(_fold_frames(latents), timestep, text.repeat_interleave(frames, dim=0), folded_features)
+    return _unfold_frames(out, batch)
+
+
 def _batches(pose_videos: Sequence[np.ndarray], batch_size: int) -> list[list[int]]:
     """Consecutive sample indices grouped by equal pose-video shape, at most `batch_size` each."""
     groups: list[list[int]] = []
@@ -67,11 +98,13 @@ def generate_videos(unet3d: FollowPoseUNet3D, pose_encoder: PoseEncoder, vae, te
                     scheduler: DDIMScheduler, prompts: Sequence[str], pose_videos: Sequence[np.ndarray],
                     seeds: Sequence[int], *, num_inference_steps: int = DEFAULT_STEPS,
                     guidance_scale: float = DEFAULT_GUIDANCE, negative_prompt: str = "", batch_size: int = 4,
-                    decode_batch_size: int = 16) -> list[np.ndarray]:
+                    decode_batch_size: int = 16, per_frame: bool = False, shared_noise: bool = False,
+                    inject_pose: bool = True) -> list[np.ndarray]:
     """One uint8 (F, H, W, 3) video per (prompt, pose video, seed), in order.
 
     pose_videos: uint8 (F, H, W, 3) skeleton maps; H and W must be multiples of the UNet's and the pose
-    encoder's spatial factors. guidance_scale <= 1 runs the text branch only (no CFG).
+    encoder's spatial factors. guidance_scale <= 1 runs the text branch only (no CFG). `per_frame`,
+    `shared_noise` and `inject_pose`: see the module docstring.
     """
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     pose_videos = [np.asarray(v) for v in pose_videos]
@@ -96,25 +129,33 @@ def generate_videos(unet3d: FollowPoseUNet3D, pose_encoder: PoseEncoder, vae, te
             raise ValueError(f"pose videos are {height}x{width}; sides must be multiples of the VAE factor "
                              f"{vae_factor}")
         latent_shape = (latent_channels, frames, height // vae_factor, width // vae_factor)
-        latents = torch.stack([initial_noise(seeds[i], latent_shape) for i in group]).to(device=device, dtype=dtype)
-        latents = latents * scheduler.init_noise_sigma
+        noise = torch.stack([initial_noise(seeds[i], latent_shape) for i in group])
+        if shared_noise:
+            noise = noise[:, :, :1].expand(-1, -1, frames, -1, -1)
+        latents = noise.to(device=device, dtype=dtype).contiguous() * scheduler.init_noise_sigma
 
-        features = pose_encoder(pose)
+        features = pose_encoder(pose) if inject_pose else None
         text = encode_prompts(text_encoder, tokenizer, [prompts[i] for i in group], device, dtype)
         if use_cfg:
             uncond = encode_prompts(text_encoder, tokenizer, [negative_prompt] * len(group), device, dtype)
             text = torch.cat([uncond, text])
-            features = [torch.cat([feature, feature]) for feature in features]
+            if features is not None:
+                features = [torch.cat([feature, feature]) for feature in features]
 
         scheduler.set_timesteps(num_inference_steps, device=device)
-        for timestep in scheduler.timesteps:
-            model_input = torch.cat([latents, latents]) if use_cfg else latents
-            model_input = scheduler.scale_model_input(model_input, timestep)
-            noise_pred = unet3d(model_input, timestep, text, features)
-            if use_cfg:
-                uncond_pred, text_pred = noise_pred.chunk(2)
-                noise_pred = uncond_pred + guidance_scale * (text_pred - uncond_pred)
-            latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
+        temporal_was_enabled = unet3d.video.temporal_enabled
+        unet3d.video.temporal_enabled = temporal_was_enabled and not per_frame
+        try:
+            for timestep in scheduler.timesteps:
+                model_input = torch.cat([latents, latents]) if use_cfg else latents
+                model_input = scheduler.scale_model_input(model_input, timestep)
+                noise_pred = _denoise(unet3d, model_input, timestep, text, features, per_frame)
+                if use_cfg:
+                    uncond_pred, text_pred = noise_pred.chunk(2)
+                    noise_pred = uncond_pred + guidance_scale * (text_pred - uncond_pred)
+                latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
+        finally:
+            unet3d.video.temporal_enabled = temporal_was_enabled
 
         for video in decode_latents(vae, latents, decode_batch_size):
             videos.append(check_video(video, frames, (height, width)))
