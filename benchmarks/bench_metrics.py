@@ -2,9 +2,11 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_metrics.py [--videos 24] [--frames 8]
 
-CS+FC: the mini world's evaluator-CLIP architecture (configs/evaluator_clip_mini.yaml, random weights: the
-cost does not depend on the values) on 64-px renders, one shared image-embedding pass plus the prompt
-embeddings, at torch threads 1 and 2. PA: MediaPipe BlazePose (model_complexity=1, 64 -> 256 px) over the
+CS+FC: the mini world's shipped evaluator CLIP (fypbench/world/mini/data/evaluator_clip; before it is trained,
+the same architecture from configs/evaluator_clip_mini.yaml with random weights: the cost does not depend on
+the values) on 64-px renders, one shared image-embedding pass plus the prompt embeddings, at torch threads 1
+and 2. Also the whole scoring stage (fypbench.scoring.score_run: integrity check, reading the stored frames,
+CS + FC, parquet) over the same videos stored in a temporary run. PA: MediaPipe BlazePose (model_complexity=1, 64 -> 256 px) over the
 same renders with 1 and 2 detector processes, plus the COCOeval / PCK scoring, reported separately. Wall
 clock (time.perf_counter); a process pool's start-up (spawn, one detector per worker) is included.
 """
@@ -32,6 +34,7 @@ SCENES = ("grey simple background", "on the beach", "in the forest", "on the moo
 
 def rendered_items(count: int, num_frames: int) -> list[VideoItem]:
     from fypbench.world.mini.appearance import Appearance
+    from fypbench.world.mini.grammar import VERBS, PromptParts, compose, indefinite_article
     from fypbench.world.mini.motion import MotionSpec
     from fypbench.world.mini.render import render_video
 
@@ -40,25 +43,31 @@ def rendered_items(count: int, num_frames: int) -> list[VideoItem]:
         character, scene = CHARACTERS[index % len(CHARACTERS)], SCENES[index % len(SCENES)]
         spec = MotionSpec(kind="procedural", name=MOTIONS[index % len(MOTIONS)], num_frames=num_frames,
                           view=float((index * 37) % 120 - 60))
-        video = render_video(spec, Appearance(character, None, scene), size=64, seed=index)
+        appearance = Appearance(character, None, scene)
+        video = render_video(spec, appearance, size=64, seed=index)
         keypoints = video.keypoints.astype(np.float32)
-        sample = Sample(id=f"b{index:03d}", prompt=f"A {character} is {spec.name}, {scene}", keypoints=keypoints,
+        prompt = compose(PromptParts(appearance, VERBS[spec.name], indefinite_article(character)))
+        sample = Sample(id=f"b{index:03d}", prompt=prompt, keypoints=keypoints,
                         openpose=coco17_to_openpose18(keypoints), seed=index)
         items.append(VideoItem("reference", sample, video.frames))
     return items
 
 
 def mini_clip_embedder(folder: Path):
-    import yaml
-
-    from fypbench.metrics.clip_metrics import load_local_clip, save_local_clip
+    """The shipped evaluator CLIP, or (not trained yet) its architecture with random weights."""
+    from fypbench.metrics.clip_metrics import LOCAL_WEIGHTS_FILE, MINI_CLIP_DIR, load_local_clip, save_local_clip
+    from fypbench.metrics.clip_vocab import build_vocab
+    from fypbench.training.common import load_config
     from fypbench.training.evaluator_clip import build_model, model_config
 
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "fypbench" / "training" / "configs"
-                             / "evaluator_clip_mini.yaml").read_text())
-    save_local_clip(build_model(config), model_config(config), folder, {"model_id": "bench-random-mini-clip"},
-                    preprocess_cfg={"size": int(config["model"]["vision_cfg"]["image_size"])})
-    return load_local_clip(folder)
+    if (MINI_CLIP_DIR / LOCAL_WEIGHTS_FILE).is_file():
+        return load_local_clip(), "shipped"
+    config = load_config("evaluator_clip", "mini")
+    vocab = build_vocab()
+    save_local_clip(build_model(config, vocab["vocab_size"]), model_config(config, vocab["vocab_size"]), folder,
+                    {"model_id": "bench-random-mini-clip"},
+                    preprocess_cfg={"size": int(config["model"]["vision_cfg"]["image_size"])}, compact_vocab=vocab)
+    return load_local_clip(folder), "random"
 
 
 def bench_clip(items: list[VideoItem]) -> None:
@@ -68,7 +77,7 @@ def bench_clip(items: list[VideoItem]) -> None:
 
     frames = sum(len(item.frames) for item in items)
     with tempfile.TemporaryDirectory() as folder:
-        embedder = mini_clip_embedder(Path(folder))
+        embedder, kind = mini_clip_embedder(Path(folder))
         for threads in (1, 2):
             torch.set_num_threads(threads)
             metrics = [ClipScore(embedder), FrameConsistency(embedder)]
@@ -76,8 +85,33 @@ def bench_clip(items: list[VideoItem]) -> None:
             start = time.perf_counter()
             score_items(metrics, items)
             seconds = time.perf_counter() - start
-            print(f"CS+FC  mini CLIP (random)   torch threads {threads}: {frames / seconds:7.1f} frames/s "
+            print(f"CS+FC  mini CLIP ({kind})  torch threads {threads}: {frames / seconds:7.1f} frames/s "
                   f"({1000 * seconds / frames:.2f} ms/frame, {len(items)} videos x {len(items[0].frames)} frames)")
+        torch.set_num_threads(1)
+        bench_score_run(items, embedder)
+
+
+def bench_score_run(items: list[VideoItem], embedder) -> None:
+    """The whole stage: integrity check + reading the npz frames + CS/FC + the parquet, from a stored run."""
+    from fypbench.scoring import score_run
+    from fypbench.videos import write_video
+
+    frames = sum(len(item.frames) for item in items)
+    with tempfile.TemporaryDirectory() as run_dir:
+        for item in items:
+            write_video(run_dir, item.method, item.sample_id, item.frames, {"config_hash": "bench", "seed": 0},
+                        previews=False)
+        samples = [item.sample for item in items]
+        start = time.perf_counter()
+        score_run(run_dir, ["clip_score", "fc_clip_consecutive"], world="mini", samples=samples, embedder=embedder,
+                  log=lambda message: None)
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        score_run(run_dir, ["clip_score", "fc_clip_consecutive"], world="mini", samples=samples, embedder=embedder,
+                  log=lambda message: None)
+        resume_seconds = time.perf_counter() - start
+    print(f"score_run CS+FC (stored run, torch threads 1): {frames / seconds:7.1f} frames/s; a resumed rerun with "
+          f"nothing left to do: {resume_seconds:.2f} s")
 
 
 def bench_pose(items: list[VideoItem]) -> None:

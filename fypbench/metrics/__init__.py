@@ -6,6 +6,10 @@ Definitions: ../shared/reference/metrics.md and the module docstrings of clip_me
 `build_metrics` constructs metrics so that those sharing a backbone share one feature step (one CLIP image
 embedding pass for CS and FC; one detector pass for all pose metrics). Importing this package is cheap:
 torch, open_clip and mediapipe load only when a metric is built.
+
+The stage around them: fypbench.scoring (`fypbench score RUN_DIR`: stored videos -> scores.parquet, resumable)
+and fypbench.metrics.validity (`fypbench validate-metrics`: controls proving each metric discriminates). The
+mini world's CLIP is trained by fypbench.training.evaluator_clip with the compact vocabulary of clip_vocab.py.
 """
 
 from __future__ import annotations

@@ -176,13 +176,17 @@ ROW_COLUMNS = ("method", "sample_id", "metric", "metric_version", "metric_config
 
 def score_videos(run_dir: str | os.PathLike, metrics: Sequence[Metric], samples: Sequence[Sample],
                  methods: Sequence[str] | None = None, done: Iterable[tuple[str, str, str, str]] = (),
-                 size: tuple[int, int] | None = None, chunk_videos: int = 256):
+                 size: tuple[int, int] | None = None, chunk_videos: int = 256,
+                 on_chunk: Callable[[list[dict[str, Any]]], None] | None = None, coverage: Any = None):
     """Score every usable stored video of `methods` (default: all stored) for `samples`.
 
     Runs the integrity check first (its per-method counts go to `df.attrs["coverage"]`, its problems to
-    `df.attrs["problems"]`) and scores only videos that pass. Rows whose (method, sample_id, metric,
+    `df.attrs["problems"]`) and scores only videos that pass; a `coverage` (fypbench.videos.Coverage) already
+    computed for the same methods and samples is used instead. Rows whose (method, sample_id, metric,
     metric_config_hash) is in `done` are skipped (resume); a metric with another configuration has another
-    hash, so it is scored anew without touching the videos. Returns a long-format pandas DataFrame.
+    hash, so it is scored anew without touching the videos. Videos are read and scored `chunk_videos` at a
+    time; `on_chunk(rows)` receives each chunk's rows (the caller persists them, so an interrupted run keeps
+    its finished chunks). Returns a long-format pandas DataFrame of all new rows.
     """
     import pandas as pd
 
@@ -190,7 +194,8 @@ def score_videos(run_dir: str | os.PathLike, metrics: Sequence[Metric], samples:
 
     check_unique_names(metrics)
     methods = list(methods) if methods is not None else stored_methods(run_dir)
-    coverage = integrity_check(run_dir, methods, samples, size=size)
+    if coverage is None:
+        coverage = integrity_check(run_dir, methods, samples, size=size)
     done_set = {tuple(map(str, key)) for key in done}
     hashes = {metric.name: metric.config_hash() for metric in metrics}
     by_id = {sample.id: sample for sample in samples}
@@ -204,7 +209,10 @@ def score_videos(run_dir: str | os.PathLike, metrics: Sequence[Metric], samples:
     for start in range(0, len(jobs), chunk_videos):
         items = [VideoItem(method, by_id[sample_id], read_video(run_dir, method, sample_id))
                  for method, sample_id in jobs[start:start + chunk_videos]]
-        rows.extend(score_items(metrics, items, lambda item, metric: wanted(item.method, item.sample_id, metric)))
+        chunk_rows = score_items(metrics, items, lambda item, metric: wanted(item.method, item.sample_id, metric))
+        if on_chunk is not None:
+            on_chunk(chunk_rows)
+        rows.extend(chunk_rows)
     frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     frame.attrs["coverage"] = coverage.counts()
     frame.attrs["problems"] = [vars(p) for p in coverage.problems]

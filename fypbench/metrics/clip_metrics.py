@@ -20,8 +20,11 @@ Backbones:
   open_clip's `open_clip_pytorch_model.bin` / `.safetensors` from `timm/vit_large_patch14_clip_224.openai`).
   `ViT-B-32` `openai` (env FYPBENCH_CLIP_B32_WEIGHTS) is the named alternative `clip_score_b32`.
 - mini world: an in-house open_clip model in a folder (`open_clip_config.json` with `model_cfg` and
-  `preprocess_cfg`, `open_clip_model.safetensors`, `fypbench_clip.json` provenance), written by
-  `fypbench train evaluator-clip --world mini` (see fypbench.training.evaluator_clip).
+  `preprocess_cfg`, `open_clip_model.safetensors`, optionally `compact_vocab.json` (the text tower's compact
+  vocabulary, fypbench.metrics.clip_vocab; its sha256 enters the metric config) and `fypbench_clip.json`, the
+  manifest: provenance, training record and the sha256 of every file), written by
+  `fypbench train evaluator-clip --world mini` (see fypbench.training.evaluator_clip). The default folder
+  is the shipped one, fypbench/world/mini/data/evaluator_clip.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 
 from fypbench.errors import UserError
 from fypbench.metrics.base import FeatureStep, Metric, MetricResult, VideoItem, nan_result
+from fypbench.metrics.clip_vocab import VOCAB_FILE
 
 LOG = logging.getLogger("fypbench.metrics")
 
@@ -130,6 +134,10 @@ class OpenClipEmbedder:
             truncated.append(count > self.context_length)
             if count > self.context_length:
                 LOG.warning("prompt truncated from %d to %d tokens: %r", count, self.context_length, text)
+            unknown = self.tokenizer.unknown_words(text) if hasattr(self.tokenizer, "unknown_words") else []
+            if unknown:
+                LOG.warning("prompt has %d token(s) outside the CLIP's compact vocabulary (%s): %r", len(unknown),
+                            ", ".join(unknown[:5]), text)
         out = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
@@ -208,8 +216,13 @@ def load_openai_clip(model_id: str = "ViT-L-14", weights: str | os.PathLike | No
 
 
 def save_local_clip(model, model_cfg: Mapping[str, Any], folder: str | os.PathLike,
-                    provenance: Mapping[str, Any], preprocess_cfg: Mapping[str, Any] | None = None) -> Path:
-    """Write an in-house open_clip model in the folder format `load_local_clip` reads (atomic files)."""
+                    provenance: Mapping[str, Any], preprocess_cfg: Mapping[str, Any] | None = None,
+                    compact_vocab: Mapping[str, Any] | None = None) -> Path:
+    """Write an in-house open_clip model in the folder format `load_local_clip` reads (atomic files).
+
+    `compact_vocab` (fypbench.metrics.clip_vocab.build_vocab) is written as compact_vocab.json; the model's
+    text vocab_size must then equal its size. The provenance record gets a `files` manifest (sha256 of each
+    file written before it)."""
     from safetensors.torch import save_file
 
     from fypbench.io import atomic_path, write_json_atomic
@@ -222,11 +235,28 @@ def save_local_clip(model, model_cfg: Mapping[str, Any], folder: str | os.PathLi
             raise ValueError("save_local_clip: the model carries no preprocess_cfg; pass one")
     preprocess = dict(preprocess_cfg)
     preprocess = {k: (list(v) if isinstance(v, tuple) else v) for k, v in preprocess.items()}
+    if compact_vocab is not None and int(model_cfg["text_cfg"]["vocab_size"]) != int(compact_vocab["vocab_size"]):
+        raise ValueError(f"save_local_clip: text vocab_size {model_cfg['text_cfg']['vocab_size']} differs from the "
+                         f"compact vocabulary's {compact_vocab['vocab_size']}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / LOCAL_WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
     write_json_atomic(folder / LOCAL_CONFIG_FILE, {"model_cfg": dict(model_cfg), "preprocess_cfg": preprocess})
-    write_json_atomic(folder / LOCAL_PROVENANCE_FILE, dict(provenance))
+    written = [LOCAL_WEIGHTS_FILE, LOCAL_CONFIG_FILE]
+    if compact_vocab is not None:
+        write_json_atomic(folder / VOCAB_FILE, dict(compact_vocab))
+        written.append(VOCAB_FILE)
+    else:
+        (folder / VOCAB_FILE).unlink(missing_ok=True)
+    files = {name: {"sha256": file_sha256(folder / name), "bytes": (folder / name).stat().st_size}
+             for name in written}
+    write_json_atomic(folder / LOCAL_PROVENANCE_FILE, {**dict(provenance), "files": files})
+    # safetensors recreates its file (0600) and staging folders come from mkdtemp (0700): readable like any file
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in (*written, LOCAL_PROVENANCE_FILE):
+        os.chmod(folder / name, 0o666 & ~umask)
+    os.chmod(folder, 0o777 & ~umask)
     return folder
 
 
@@ -253,12 +283,25 @@ def load_local_clip(folder: str | os.PathLike | None = None, device: str = "cpu"
     except (ValueError, RuntimeError, KeyError, TypeError) as error:
         detail = " ".join(str(error).split()) or type(error).__name__
         raise UserError(f"{folder}: not a loadable open_clip folder ({detail[:300]})") from None
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    extra: dict[str, Any] = {}
+    if (folder / VOCAB_FILE).is_file():
+        from fypbench.metrics.clip_vocab import CompactTokenizer
+
+        tokenizer = CompactTokenizer.from_file(folder / VOCAB_FILE, int(model.context_length))
+        vocab_size = int(model.token_embedding.num_embeddings)
+        if vocab_size != tokenizer.vocab_size:
+            raise UserError(f"{folder / VOCAB_FILE}: {tokenizer.vocab_size} tokens but the model's text tower has "
+                            f"{vocab_size}")
+        extra["tokenizer"] = {"kind": "compact remap of open_clip SimpleTokenizer BPE ids",
+                              "vocab_file": VOCAB_FILE, "vocab_sha256": file_sha256(folder / VOCAB_FILE),
+                              "vocab_size": tokenizer.vocab_size}
+    else:
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
     model_id = str(provenance.get("model_id", folder.name))
     # the weights hash pins the model; of the provenance, only what identifies it enters the metric config
     identity = {k: provenance[k] for k in ("model_id", "recipe", "seed", "data") if k in provenance}
     return OpenClipEmbedder(model, tokenizer, model_id, "local", weights_path, file_sha256(weights_path),
-                            {"provenance": identity}, device=device)
+                            {"provenance": identity, **extra}, device=device)
 
 
 def load_clip_for_world(world: str, weights: str | os.PathLike | None = None,

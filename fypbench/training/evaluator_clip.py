@@ -1,28 +1,43 @@
 """Train the mini world's evaluator CLIP (the backbone of clip_score / fc_clip_* in the mini world).
 
     fypbench train evaluator-clip --world mini      (the lead's CLI; the same as the line below)
-    python -m fypbench.training.evaluator_clip --preset mini [--output-dir DIR] [--no-resume] [--set train.steps=100]
+    OMP_NUM_THREADS=1 python -m fypbench.training.evaluator_clip --preset mini [--output-dir DIR] [--no-resume] [--set train.steps=100]
 
 An open_clip CLIP with a custom model config (configs/evaluator_clip_<preset>.yaml, `model`), trained with
 open_clip's contrastive ClipLoss on rendered mini-world images and their prompts (the captioned-image stream
-named in `data.target`). The last `data.holdout` cached items are never trained on: the recipe reports
-image->text and text->image top-1 retrieval on them (a hit is the right caption text, so duplicate captions
-count as hits).
+named in `data.target`, under the stream name in `data.kwargs.name`). The last `data.holdout` cached items are
+never trained on; after training the recipe reports on them:
+- image->text and text->image top-1 retrieval (a hit is the right caption text, so duplicate captions count);
+- per-attribute discrimination: for each held-out image and each attribute (character, colour, scene, style,
+  verb), the share of single-attribute changes of its caption (every alternative value the grammar allows,
+  `fypbench.metrics.validity.attribute_alternatives`) that score a lower cosine than the true caption.
 
-Independence from the generators' text encoders (they are trained by other recipes): another architecture
-and tokenizer path (open_clip's text transformer, not transformers' CLIPTextModel), its own initialisation
-seed (`seeding` namespace "evaluator-clip", config seed 1) and its own data order (global batches are seeded
-permutations of (seed, epoch), so seed 1 differs from the base recipes' seed 0); it never sees a generator's
-weights. It does share the rendered image cache (the same renders, read in another order).
+Text side: a compact vocabulary (fypbench.metrics.clip_vocab): CLIP BPE ids remapped to the ~90 ids the
+grammar uses, so the text tower's token embedding has ~90 rows instead of 49,408; `model.text_cfg.vocab_size`
+is set from it. Image side: the model's own open_clip preprocessing (64-px renders, no resize; x/255, OpenAI
+mean/std), reproduced here on whole batches by `PixelNormaliser`.
 
-Exports an open_clip folder (open_clip_config.json, open_clip_model.safetensors, fypbench_clip.json with the
-training record and held-out retrieval) that fypbench.metrics.clip_metrics.load_local_clip reads; the mini
-preset exports into the package (fypbench/world/mini/data/evaluator_clip), the default folder of the mini world.
+Learning rate: linear warm-up over `train.warmup_steps`, then (`train.lr_schedule: cosine`) a cosine decay to
+`train.lr_final_fraction` x lr at `train.steps`.
+
+Independence from the generators' text encoders: another architecture and tokenizer path (open_clip's text
+transformer on the compact vocabulary, not transformers' CLIPTextModel), its own initialisation seed (seeding
+namespace "evaluator-clip", config seed 1), its own data (the stream name "evaluator-clip": its items are other
+draws - motions, prompts, backgrounds - than the generators' "captioned-images" stream, rendered into its own
+cache) and its own data order (seeded permutations of (seed 1, epoch)). It never sees a generator's weights.
+
+Exports an open_clip folder (open_clip_config.json, open_clip_model.safetensors, compact_vocab.json and
+fypbench_clip.json: the manifest with file sha256s, config, training command and the held-out figures) that
+fypbench.metrics.clip_metrics.load_local_clip reads; the mini preset exports into the package
+(fypbench/world/mini/data/evaluator_clip), the default CLIP of the mini world. Training resumes from
+<output-dir>/checkpoint.pt.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,21 +59,28 @@ from fypbench.training.common import (
 
 RECIPE = "evaluator_clip"
 MODEL_ID = "fypbench-mini-evaluator-clip"
+LR_SCHEDULES = ("constant", "cosine")
 
 
-def model_config(config: dict[str, Any]) -> dict[str, Any]:
+def model_config(config: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+    """open_clip's CLIP(**model_config) arguments; the text vocabulary size comes from the compact vocabulary."""
     model = dict(config["model"])
+    text_cfg = dict(model["text_cfg"])
+    if "vocab_size" in text_cfg:
+        from fypbench.errors import UserError
+
+        raise UserError("model.text_cfg.vocab_size is set from the compact vocabulary; remove it from the config")
     return {"embed_dim": int(model["embed_dim"]), "vision_cfg": dict(model["vision_cfg"]),
-            "text_cfg": dict(model["text_cfg"]), "quick_gelu": bool(model.get("quick_gelu", False))}
+            "text_cfg": {**text_cfg, "vocab_size": int(vocab_size)}, "quick_gelu": bool(model.get("quick_gelu", False))}
 
 
-def build_model(config: dict[str, Any]):
+def build_model(config: dict[str, Any], vocab_size: int):
     from open_clip.model import CLIP
 
     from fypbench.base.components import seeded_init
 
     with seeded_init("evaluator-clip", int(config["seed"])):
-        return CLIP(**model_config(config))
+        return CLIP(**model_config(config, vocab_size))
 
 
 class PixelNormaliser:
@@ -70,8 +92,38 @@ class PixelNormaliser:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def __call__(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
+        x = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float().div(255.0)  # a copy
         return (x - self.mean) / self.std
+
+
+def lr_factor(schedule: str, warmup_steps: int, total_steps: int, final_fraction: float):
+    """step -> learning-rate factor: linear warm-up, then constant or a cosine decay to final_fraction."""
+    if schedule not in LR_SCHEDULES:
+        from fypbench.errors import UserError
+
+        raise UserError(f"train.lr_schedule {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@torch.no_grad()
+def encode_images(model, images: np.ndarray, normalise: PixelNormaliser, batch: int = 256) -> torch.Tensor:
+    return torch.cat([model.encode_image(normalise(images[lo:lo + batch]), normalize=True)
+                      for lo in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def encode_texts(model, texts: Sequence[str], tokenizer, batch: int = 1024) -> torch.Tensor:
+    return torch.cat([model.encode_text(tokenizer(list(texts[lo:lo + batch])), normalize=True)
+                      for lo in range(0, len(texts), batch)])
 
 
 @torch.no_grad()
@@ -80,18 +132,70 @@ def retrieval_accuracy(model, images: np.ndarray, captions: list[str], tokenizer
     """Top-1 retrieval among the given items: image->text (is the best text the right caption?) and
     text->image (is the best image one whose caption is this text?)."""
     model.eval()
-    image_features = torch.cat([model.encode_image(normalise(images[lo:lo + batch]), normalize=True)
-                                for lo in range(0, len(images), batch)])
+    image_features = encode_images(model, images, normalise, batch)
     distinct = sorted(set(captions))
-    text_features = model.encode_text(tokenizer(distinct), normalize=True)
+    text_features = encode_texts(model, distinct, tokenizer)
     similarity = image_features @ text_features.T  # (images, distinct captions)
-    truth = torch.tensor([distinct.index(c) for c in captions])
+    index = {caption: k for k, caption in enumerate(distinct)}
+    truth = torch.tensor([index[c] for c in captions])
     image_to_text = float((similarity.argmax(dim=1) == truth).float().mean())
     best_image = similarity.argmax(dim=0)  # per distinct caption
     text_to_image = float((truth[best_image] == torch.arange(len(distinct))).float().mean())
     return {"image_to_text_top1": image_to_text, "text_to_image_top1": text_to_image,
             "n_items": len(captions), "n_distinct_captions": len(distinct),
             "chance_image_to_text": 1.0 / len(distinct)}
+
+
+@torch.no_grad()
+def attribute_discrimination(model, images: np.ndarray, captions: Sequence[str], tokenizer,
+                             normalise: PixelNormaliser) -> dict[str, dict[str, float]]:
+    """Per attribute: the share of (image, single-attribute change of its caption) pairs where the true caption
+    has the higher cosine (ties count 1/2), over every alternative value the grammar allows."""
+    from fypbench.metrics.validity import ATTRIBUTES, attribute_alternatives
+
+    model.eval()
+    image_features = encode_images(model, images, normalise)
+    texts: dict[str, int] = {}
+    pairs: dict[str, list[tuple[int, int, int]]] = {attribute: [] for attribute in ATTRIBUTES}
+    for i, caption in enumerate(captions):
+        true_index = texts.setdefault(caption, len(texts))
+        for attribute in ATTRIBUTES:
+            for changed in attribute_alternatives(caption, attribute):
+                pairs[attribute].append((i, true_index, texts.setdefault(changed, len(texts))))
+    text_features = encode_texts(model, list(texts), tokenizer)
+    out: dict[str, dict[str, float]] = {}
+    for attribute, items in pairs.items():
+        if not items:
+            continue
+        index = torch.tensor(items)
+        image = image_features[index[:, 0]]
+        true_cos = (image * text_features[index[:, 1]]).sum(dim=1)
+        changed_cos = (image * text_features[index[:, 2]]).sum(dim=1)
+        wins = (true_cos > changed_cos).float() + 0.5 * (true_cos == changed_cos).float()
+        per_image = torch.zeros(len(captions)).index_add_(0, index[:, 0], wins)
+        counts = torch.zeros(len(captions)).index_add_(0, index[:, 0], torch.ones(len(items)))
+        has = counts > 0
+        out[attribute] = {"pair_win_rate": float(wins.mean()), "n_pairs": len(items),
+                          "n_images": int(has.sum()),
+                          "all_alternatives_beaten": float((per_image[has] == counts[has]).float().mean())}
+    return out
+
+
+def training_seconds(output_dir: Path) -> float | None:
+    """Wall time of every training session in output_dir, from the loop's losses.jsonl (each line holds the
+    seconds since its session began, so a session ends where the count drops)."""
+    import json
+
+    path = output_dir / "losses.jsonl"
+    if not path.is_file():
+        return None
+    total, previous = 0.0, 0.0
+    for line in path.read_text().splitlines():
+        seconds = float(json.loads(line)["seconds"])
+        if seconds < previous:
+            total += previous
+        previous = seconds
+    return round(total + previous, 1)
 
 
 def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = True,
@@ -101,8 +205,10 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     from open_clip.transform import PreprocessCfg
 
     from fypbench.base.components import save_folder_atomic
+    from fypbench.errors import UserError
     from fypbench.io import write_json_atomic
     from fypbench.metrics.clip_metrics import save_local_clip
+    from fypbench.metrics.clip_vocab import CompactTokenizer, build_vocab
 
     config = load_config(RECIPE, preset, overrides)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(RECIPE, preset)
@@ -115,20 +221,17 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     holdout = int(data["holdout"])
     train_size = len(images) - holdout
     if train_size < int(config["train"]["batch_size"]):
-        from fypbench.errors import UserError
-
         raise UserError(f"data.count {len(images)} minus data.holdout {holdout} leaves fewer items than one batch")
-    model = build_model(config)
+    vocab = build_vocab()
+    model = build_model(config, vocab["vocab_size"])
     image_size = int(config["model"]["vision_cfg"]["image_size"])
     if images.shape[1:3] != (image_size, image_size):
-        from fypbench.errors import UserError
-
         raise UserError(f"model.vision_cfg.image_size {image_size} differs from the rendered images "
                         f"{images.shape[1]}x{images.shape[2]} (data.kwargs.size)")
     preprocess = asdict(PreprocessCfg(size=image_size))  # open_clip's defaults: OpenAI mean/std, bicubic
     normalise = PixelNormaliser(tuple(preprocess["mean"]), tuple(preprocess["std"]))
     context_length = int(config["model"]["text_cfg"]["context_length"])
-    tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
+    tokenizer = CompactTokenizer(vocab, context_length)
     tokens = tokenizer(list(captions))  # every caption once, (N, context_length)
     loss = open_clip.ClipLoss(local_loss=False, gather_with_grad=accelerator.num_processes > 1,
                               rank=accelerator.process_index, world_size=accelerator.num_processes)
@@ -139,27 +242,41 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
         image_features, text_features, logit_scale = modules["clip"](pixels, tokens[batch.indices].to(device))[:3]
         return loss(image_features.float(), text_features.float(), logit_scale.float())
 
+    train = config["train"]
     loop = TrainingLoop(accelerator=accelerator, output_dir=output_dir, config=config, modules={"clip": model},
                         parameters=list(model.parameters()), dataset_size=train_size, loss_fn=loss_fn, log=log)
+    loop.schedule = torch.optim.lr_scheduler.LambdaLR(
+        loop.optimizer, lr_factor(str(train.get("lr_schedule", "constant")), int(train["warmup_steps"]),
+                                  int(train["steps"]), float(train.get("lr_final_fraction", 0.0))))
     result = loop.run(resume=resume)
     loop.export_parameters()
     export = resolve_path(config["export_dir"]) if config.get("export_dir") else output_dir / "evaluator_clip"
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model).float().cpu().eval()
-        held_out = retrieval_accuracy(model, images[train_size:], list(captions[train_size:]), tokenizer, normalise)
+        held_images, held_captions = images[train_size:], list(captions[train_size:])
+        held_out = retrieval_accuracy(model, held_images, held_captions, tokenizer, normalise)
+        discrimination = attribute_discrimination(model, held_images, held_captions, tokenizer, normalise)
         provenance = {"model_id": MODEL_ID, "recipe": RECIPE, "seed": int(config["seed"]),
                       "data": {"target": data["target"], "kwargs": data["kwargs"], "train_items": train_size,
                                "holdout_items": holdout},
-                      "independence": "open_clip text transformer + tokenizer; init namespace 'evaluator-clip'; "
-                                      f"data order seeded by {int(config['seed'])}; no generator weights",
-                      "loss": "open_clip.ClipLoss", "held_out_retrieval": held_out,
+                      "independence": "open_clip text transformer on a compact BPE vocabulary; init namespace "
+                                      f"'evaluator-clip' seed {int(config['seed'])}; own stream name "
+                                      f"{data['kwargs'].get('name')!r} (other draws than the generators' "
+                                      f"stream); data order seeded by {int(config['seed'])}; no generator weights",
+                      "commands": {"cli": f"fypbench train evaluator-clip --world mini --preset {preset}",
+                                   "module": f"OMP_NUM_THREADS=1 python -m fypbench.training.evaluator_clip "
+                                             f"--preset {preset}"},
+                      "training_seconds_all_sessions": training_seconds(output_dir),
+                      "loss": "open_clip.ClipLoss", "parameters": sum(p.numel() for p in model.parameters()),
+                      "held_out_retrieval": held_out, "held_out_attribute_discrimination": discrimination,
                       **run_record(config, overrides, result)}
-        save_folder_atomic(lambda folder: save_local_clip(model, model_config(config), folder, provenance,
-                                                          preprocess_cfg=preprocess),
+        save_folder_atomic(lambda folder: save_local_clip(model, model_config(config, vocab["vocab_size"]), folder,
+                                                          provenance, preprocess_cfg=preprocess, compact_vocab=vocab),
                            export)
         write_json_atomic(output_dir / "evaluator_clip_record.json", provenance)
         log(f"exported {export}; held-out retrieval image->text {held_out['image_to_text_top1']:.3f}, "
-            f"text->image {held_out['text_to_image_top1']:.3f} (chance {held_out['chance_image_to_text']:.3f})")
+            f"text->image {held_out['text_to_image_top1']:.3f} (chance {held_out['chance_image_to_text']:.3f}); "
+            "attribute discrimination " + ", ".join(f"{a} {d['pair_win_rate']:.3f}" for a, d in discrimination.items()))
     accelerator.wait_for_everyone()
     return export
 

@@ -75,11 +75,14 @@ def make_sample(sample_id: str = "s0", prompt: str = "a man is walking", keypoin
 class ToyCaptionedImages:
     """A captioned-image dataset (ds[i] -> (uint8 HxWx3, caption)) for the evaluator CLIP recipe's test."""
 
-    COLOURS = {"a red figure": (200, 30, 30), "a blue figure": (30, 70, 200), "a green figure": (40, 150, 60),
-               "a yellow figure": (230, 200, 40)}
+    COLOURS = {"A man, wearing red clothes, in the park": (200, 30, 30),
+               "A man, wearing blue clothes, in the park": (30, 70, 200),
+               "A man, wearing green clothes, in the park": (40, 150, 60),
+               "A man, wearing yellow clothes, in the park": (230, 200, 40)}
 
-    def __init__(self, size: int = 16):
+    def __init__(self, size: int = 16, name: str = "toy"):
         self.size = size
+        self.name = name  # accepted like the world's streams' name; the toy items do not depend on it
 
     def __len__(self) -> int:
         return 10_000

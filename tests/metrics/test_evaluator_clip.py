@@ -8,6 +8,7 @@ import numpy as np
 
 from fypbench.metrics.base import VideoItem, score_items
 from fypbench.metrics.clip_metrics import LOCAL_PROVENANCE_FILE, ClipScore, load_local_clip
+from fypbench.metrics.clip_vocab import build_vocab
 from fypbench.training import evaluator_clip
 from tests.metrics.helpers import ToyCaptionedImages, make_sample
 
@@ -20,6 +21,11 @@ def test_recipe_trains_exports_and_resumes(tmp_path):
     assert provenance["model_id"] == evaluator_clip.MODEL_ID and provenance["seed"] == 1
     assert provenance["held_out_retrieval"]["n_items"] == 16
     assert provenance["training"]["final_step"] == 4
+    assert set(provenance["held_out_attribute_discrimination"]) == {"character", "colour", "scene", "style"}
+    assert provenance["held_out_attribute_discrimination"]["colour"]["n_pairs"] == 16 * 8
+    assert set(provenance["files"]) == {"open_clip_model.safetensors", "open_clip_config.json", "compact_vocab.json"}
+    config = json.loads((export / "open_clip_config.json").read_text())
+    assert config["model_cfg"]["text_cfg"]["vocab_size"] == build_vocab()["vocab_size"]
 
     embedder = load_local_clip(export)
     image, caption = ToyCaptionedImages(16)[0]

@@ -245,3 +245,22 @@ def test_mediapipe_detector_is_deterministic_and_pool_order_is_kept():
     config = spec.config()
     assert config["model_complexity"] == 1 and config["mediapipe_version"] == "0.10.14"
     assert set(config["model_sha256"]) == {"pose_detection.tflite", "pose_landmark_full.tflite"}
+
+
+@needs_mediapipe
+def test_the_border_maps_back_to_frame_pixels_and_is_recorded():
+    from fypbench.metrics.pose import PAD_FRACTION, MediaPipePoseDetector
+
+    video = _mannequin_video()
+    gt = gt_keypoints_pixels(video.keypoints[:2], SIZE, SIZE)
+    for pad_fraction in (0.0, PAD_FRACTION):
+        detector = MediaPipePoseDetector(pad_fraction=pad_fraction)
+        try:
+            scores = [score_frame(g, d) for g, d in zip(gt, detector.detect(video.frames[:2]))]
+        finally:
+            detector.close()
+        assert all(s.detected for s in scores) and np.mean([s.pck[0.1] for s in scores]) >= 0.9, pad_fraction
+    assert DetectorSpec("mediapipe").config()["pad_fraction"] == PAD_FRACTION
+    assert DetectorSpec("mediapipe", {"pad_fraction": 0.0}).config()["pad_fraction"] == 0.0
+    with pytest.raises(UserError, match="pad_fraction"):
+        MediaPipePoseDetector(pad_fraction=2.0)
