@@ -210,6 +210,37 @@ def run(
     typer.echo(f"run directory: {run_dir}")
 
 
+@app.command("score")
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `fypbench run`")],
+    metrics: Annotated[str | None, typer.Option(help="comma-separated metric names (default: CS, FC, pose)")] = None,
+    pose_processes: Annotated[int, typer.Option(min=1, help="MediaPipe detector processes")] = 1,
+    clip_weights: Annotated[Path | None, typer.Option(help="CLIP weights file (sd world: ViT-L-14 openai)")] = None,
+    rescore: Annotated[bool, typer.Option(help="recompute rows of the requested metrics' current configs")] = False,
+    world: Annotated[str | None, typer.Option(help="override the run's world")] = None,
+) -> None:
+    """Score every stored video of a run into scores/scores.parquet (resumable; never regenerates videos)."""
+    from fypbench.scoring import score_command
+
+    path = score_command(str(run_dir), metrics=metrics, pose_processes=pose_processes,
+                         clip_weights=str(clip_weights) if clip_weights else None, rescore=rescore, world=world)
+    typer.echo(f"scores: {path}")
+
+
+@app.command("validate-metrics")
+def validate_metrics(
+    world: Annotated[str, typer.Option(help="world whose metrics to validate")] = "mini",
+    samples: Annotated[int, typer.Option(min=16, help="fyp-1024 samples rendered as ground truth")] = 256,
+    out: Annotated[Path, typer.Option(help="markdown report")] = Path("results/mini/metric_validity.md"),
+    pose_processes: Annotated[int, typer.Option(min=1, help="MediaPipe detector processes")] = 1,
+) -> None:
+    """Show that each metric separates right from wrong (AUC of true vs control videos/prompts/poses)."""
+    from fypbench.metrics.validity import validate_metrics as run_validation
+
+    path = run_validation(world=world, num_samples=samples, out=out, pose_processes=pose_processes)
+    typer.echo(f"written: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)

@@ -96,12 +96,35 @@ def run_benchmark(options: RunOptions) -> Path:
         console.print(f"generation done in {time.perf_counter() - started:.1f} s (shard {shard}): "
                       + ", ".join(f"{m} +{report.generated.get(m, 0)} ({report.seconds.get(m, 0.0):.1f} s)"
                                   for m in generators))
-        if options.score:
-            from fypbench.scoring import score_run
+    if options.score and generators:
+        if shard.index != 0:
+            console.print(f"shard {shard}: generation done; shard 0 scores the whole run")
+            return run_dir
+        if shard.count > 1:
+            _wait_for_all_videos(run_dir, list(generators), samples, console)
+        from fypbench.scoring import score_run
 
-            score_run(run_dir, samples=samples, world=options.world, metric_names=config.get("metrics"),
-                      methods=list(generators), part=None if shard.count == 1 else f"shard-{shard.index}-of-{shard.count}")
+        metric_names = config.get("metrics")
+        score_run(run_dir, **({"metric_names": metric_names} if metric_names else {}), world=options.world,
+                  samples=samples, methods=list(generators), pose_processes=max(1, shard.count),
+                  log=console.print)
     return run_dir
+
+
+def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, console, poll_s: float = 5.0) -> None:
+    """Shard 0 scores only once every shard's videos exist (a file barrier after generation, off the hot path)."""
+    from fypbench.videos import is_done
+
+    pending = [(m, s.id) for m in methods for s in samples]
+    announced = False
+    while True:
+        pending = [(m, sid) for m, sid in pending if not is_done(run_dir, m, sid)]
+        if not pending:
+            return
+        if not announced:
+            console.print(f"waiting for the other shards: {len(pending)} videos still to come")
+            announced = True
+        time.sleep(poll_s)
 
 
 def _generate_with_progress(run_dir, generators, samples, jobs, gallery, console):
