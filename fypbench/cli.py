@@ -241,6 +241,32 @@ def validate_metrics(
     typer.echo(f"written: {path}")
 
 
+@app.command("results")
+def results(
+    run_dir: Annotated[Path, typer.Argument(help="a scored run directory")],
+    baseline: Annotated[str, typer.Option(help="method the paired comparisons are made against")] = "followpose",
+    replicates: Annotated[int, typer.Option(min=100, help="bootstrap replicates (mean-type metrics)")] = 2000,
+    pooled_replicates: Annotated[int, typer.Option(min=20, help="bootstrap replicates of pooled PA")] = 200,
+) -> None:
+    """Write RUN_DIR/results.json: means, bootstrap CIs, n expected/found, paired comparisons, slices."""
+    from fypbench.results import write_results
+
+    typer.echo(f"written: {write_results(run_dir, baseline=baseline, replicates=replicates, pooled_replicates=pooled_replicates)}")
+
+
+@app.command("leaderboard")
+def leaderboard(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory with results.json")],
+    format: Annotated[str, typer.Option("--format", help="comma-separated: md, csv, tex")] = "md,csv,tex",
+    out: Annotated[Path | None, typer.Option(help="output folder (default RUN_DIR/report)")] = None,
+) -> None:
+    """Leaderboard tables built only from the run's results record."""
+    from fypbench.leaderboard import write_leaderboard
+
+    for path in write_leaderboard(run_dir, format, out):
+        typer.echo(f"written: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)

@@ -1,0 +1,80 @@
+"""results.json and leaderboard tables from a tiny scored run (stub CLIP embedder, no model weights)."""
+
+import json
+
+import pytest
+
+from fypbench.cli import main
+from fypbench.leaderboard import write_leaderboard
+from fypbench.metrics import build_metrics
+from fypbench.protocol import save_protocol
+from fypbench.results import build_results, write_results
+from fypbench.scoring import score_run
+from fypbench.videos import write_video
+from tests.metrics.helpers import StubEmbedder, frames_with_codes
+from tests.test_protocol import tiny_protocol
+
+E0, E1 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+CLIP_METRICS = ["clip_score", "fc_clip_consecutive"]
+
+
+@pytest.fixture()
+def scored_run(tmp_path):
+    protocol = tiny_protocol(n=6)
+    folder = save_protocol(protocol, tmp_path / "protocol")
+    run_dir = tmp_path / "run"
+    stub = StubEmbedder({10: E0, 20: E1}, {s.prompt: E0 for s in protocol.samples})
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({
+        "world": "mini", "protocol": str(folder), "protocol_path": str(folder), "protocol_hash": protocol.hash,
+        "sample_ids": [s.id for s in protocol.samples], "methods": {"followpose": {}, "steady": {}, "flicker": {}}}))
+    for s in protocol.samples:
+        write_video(run_dir, "followpose", s.id, frames_with_codes([10, 10, 10], 64), {"config_hash": "a", "seed": 0},
+                    previews=False)
+        write_video(run_dir, "steady", s.id, frames_with_codes([10, 10, 10], 64), {"config_hash": "a", "seed": 0},
+                    previews=False)
+        write_video(run_dir, "flicker", s.id, frames_with_codes([10, 20, 10], 64), {"config_hash": "b", "seed": 0},
+                    previews=False)
+    score_run(run_dir, CLIP_METRICS, world="mini", embedder=stub, log=lambda *a, **k: None)
+    metrics = build_metrics(CLIP_METRICS, "mini", embedder=stub)
+    return run_dir, metrics
+
+
+def test_table_values_cis_and_paired_differences(scored_run):
+    run_dir, metrics = scored_run
+    record = build_results(run_dir, metrics=metrics, replicates=200)
+    steady, flicker = record["table"]["steady"], record["table"]["flicker"]
+    assert steady["fc_clip_consecutive"]["value"] == pytest.approx(100.0)
+    assert flicker["fc_clip_consecutive"]["value"] == pytest.approx(0.0)
+    assert flicker["clip_score"]["value"] == pytest.approx(100.0 * 2 / 3)
+    assert steady["clip_score"]["n_found"] == steady["clip_score"]["n_expected"] == 6
+    paired = record["paired"]["comparisons"]["flicker"]["fc_clip_consecutive"]
+    assert paired["difference"] == pytest.approx(-100.0) and paired["p_not_greater"] == 1.0
+    assert "followpose" not in record["paired"]["comparisons"]
+    assert set(record["slices"]["kind"]) == {"a", "b"}
+
+
+def test_missing_videos_show_in_n_found(scored_run):
+    run_dir, metrics = scored_run
+    import pandas as pd
+
+    path = run_dir / "scores" / "scores.parquet"
+    frame = pd.read_parquet(path)
+    frame[~((frame["method"] == "steady") & (frame["sample_id"] == "x0"))].to_parquet(path)
+    record = build_results(run_dir, metrics=metrics, replicates=100)
+    assert record["table"]["steady"]["clip_score"]["n_found"] == 5
+
+
+def test_leaderboard_formats_come_from_the_record_only(scored_run, monkeypatch):
+    run_dir, metrics = scored_run
+    import fypbench.results as results_module
+
+    monkeypatch.setattr(results_module, "build_results",
+                        lambda run_dir, **kw: build_results(run_dir, metrics=metrics, replicates=100))
+    write_results(run_dir)
+    paths = write_leaderboard(run_dir, "md,csv,tex")
+    md = paths[0].read_text()
+    assert "| flicker |" in md and "Paper Table 1" in md and "NOT comparable" in md
+    assert "steady,clip_score," in paths[1].read_text()
+    assert r"\begin{tabular}" in paths[2].read_text()
+    assert main(["leaderboard", str(run_dir), "--format", "md,pdf"]) == 2
