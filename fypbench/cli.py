@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import click
+import numpy as np
 import typer
 from typer.core import TyperGroup
 
@@ -183,6 +184,28 @@ def train(
     run_recipe = RECIPES.load(recipe)
     folder = run_recipe(preset or world, out, resume, parse_overrides(overrides or []))
     typer.echo(f"exported: {folder}")
+
+
+@app.command("sample")
+def sample(
+    prompt: Annotated[str, typer.Option(help="text prompt")] = ...,
+    out: Annotated[Path, typer.Option(help="output PNG (a grid of seeds)")] = ...,
+    world: Annotated[str, typer.Option(help="world whose base model to use")] = "mini",
+    base: Annotated[str | None, typer.Option(help="base pipeline folder or hub id (default: the world's)")] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=64, help="number of seeds (0..N-1) in the grid")] = 8,
+    steps: Annotated[int, typer.Option(min=1, help="DDIM steps")] = 25,
+    guidance: Annotated[float, typer.Option(help="classifier-free guidance scale")] = 5.0,
+) -> None:
+    """Quick look at the base text-to-image model: one prompt, a grid of seeds."""
+    from fypbench.base.components import load_base
+    from fypbench.base.sample import image_grid, sample_images
+    from fypbench.media import write_png
+    from fypbench.registry import WORLDS
+
+    folder = base or WORLDS.load(world)().base_model()
+    components = load_base(folder)
+    images = sample_images(components, [prompt] * seeds, list(range(seeds)), steps=steps, guidance=guidance)
+    typer.echo(f"written: {write_png(out, np.asarray(image_grid(images)))}")
 
 
 @app.command("run")
