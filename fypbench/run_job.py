@@ -90,6 +90,7 @@ def run_benchmark(options: RunOptions) -> Path:
         write_run_record(run_dir, record)
         plan = [(name, generators[name].needs.per_video_tuning) for name in names if name in generators]
         jobs = shard_jobs(plan_jobs(plan, samples, batch_size), shard)
+        _remove_broken_videos(run_dir, jobs, samples, console)
         gallery = {s.id for s in samples[:n_previews]}
         started = time.perf_counter()
         report = _generate_with_progress(run_dir, generators, samples, jobs, gallery, console)
@@ -109,6 +110,20 @@ def run_benchmark(options: RunOptions) -> Path:
                   samples=samples, methods=list(generators), pose_processes=max(1, shard.count),
                   log=console.print)
     return run_dir
+
+
+def _remove_broken_videos(run_dir: Path, jobs, samples, console) -> None:
+    """Integrity check of this process's finished videos; broken ones are deleted, loudly, and so regenerated."""
+    from fypbench.videos import integrity_check, remove_video
+
+    mine = {(job.method, sid) for job in jobs for sid in job.sample_ids}
+    methods = sorted({method for method, _ in mine})
+    coverage = integrity_check(run_dir, methods, [s for s in samples if any((m, s.id) in mine for m in methods)])
+    broken = [p for p in coverage.problems if p.kind != "missing" and (p.method, p.sample_id) in mine]
+    for problem in broken:  # only this process's jobs: another shard may be writing its own videos right now
+        console.print(f"[bold red]{problem.kind}[/bold red] stored video {problem.method}/{problem.sample_id} "
+                      f"({problem.detail}): regenerating it")
+        remove_video(run_dir, problem.method, problem.sample_id)
 
 
 def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, console, poll_s: float = 5.0) -> None:

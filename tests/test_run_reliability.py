@@ -1,0 +1,93 @@
+"""`fypbench run` end to end with the reference method: process count, SIGKILL + restart, corruption."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fypbench.videos import video_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = 6
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "HF_HUB_OFFLINE": "1"}
+
+
+def _run(out, *extra, launcher=()):
+    cmd = [*launcher, "-m", "fypbench.cli", "run", "--methods", "reference", "--limit", str(LIMIT), "--out",
+           str(out), "--previews", "0", "--batch-size", "2", *extra]
+    if not launcher:
+        cmd = [sys.executable, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+
+
+def _frames(out):
+    return {p.name: np.load(p)["frames"] for p in sorted((out / "videos" / "reference").glob("*.npz"))}
+
+
+def _scores(out):
+    frame = pd.read_parquet(out / "scores" / "scores.parquet")
+    return frame.sort_values(["method", "sample_id", "metric"]).reset_index(drop=True)[
+        ["method", "sample_id", "metric", "value"]]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    result = _run(out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_one_and_two_processes_give_identical_videos_and_scores(single, tmp_path):
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    result = _run(tmp_path, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = _frames(single), _frames(tmp_path)
+    assert list(a) == list(b) and len(a) == LIMIT
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(_scores(single), _scores(tmp_path))
+
+
+def test_sigkill_then_restart_loses_and_duplicates_nothing(single, tmp_path):
+    cmd = [sys.executable, "-m", "fypbench.cli", "run", "--methods", "reference", "--limit", str(LIMIT), "--out",
+           str(tmp_path), "--previews", "0", "--batch-size", "1", "--no-score"]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = tmp_path / "videos" / "reference"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(folder.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(folder.glob("*.json")))
+    assert 0 < done_before < LIMIT, "the kill should land mid-run"
+    result = _run(tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = _frames(single), _frames(tmp_path)
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp files left behind
+    pd.testing.assert_frame_equal(_scores(single), _scores(tmp_path))
+
+
+def test_a_corrupted_video_is_detected_and_regenerated(single, tmp_path):
+    import shutil
+
+    shutil.copytree(single, tmp_path / "run")
+    run_dir = tmp_path / "run"
+    paths = video_paths(run_dir, "reference", "s00p01")
+    paths["frames"].write_bytes(paths["frames"].read_bytes()[:100])  # truncated npz, meta still says done
+    result = _run(run_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "corrupt" in result.stdout + result.stderr
+    assert np.array_equal(_frames(run_dir)["s00p01.npz"], _frames(single)["s00p01.npz"])
+    pd.testing.assert_frame_equal(_scores(single), _scores(run_dir))
+    assert json.loads((run_dir / "run.json").read_text())["sample_ids"][:2] == ["s00p00", "s00p01"]
