@@ -269,7 +269,7 @@ def results(
     run_dir: Annotated[Path, typer.Argument(help="a scored run directory")],
     baseline: Annotated[str, typer.Option(help="method the paired comparisons are made against")] = "followpose",
     replicates: Annotated[int, typer.Option(min=100, help="bootstrap replicates (mean-type metrics)")] = 2000,
-    pooled_replicates: Annotated[int, typer.Option(min=20, help="bootstrap replicates of pooled PA")] = 200,
+    pooled_replicates: Annotated[int, typer.Option(min=20, help="bootstrap replicates of pooled PA")] = 1000,
 ) -> None:
     """Write RUN_DIR/results.json: means, bootstrap CIs, n expected/found, paired comparisons, slices."""
     from fypbench.results import write_results

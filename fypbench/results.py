@@ -5,8 +5,8 @@ paired comparisons against a baseline method, per-tag slices, and everything nee
 
 Built only from RUN_DIR/run.json and RUN_DIR/scores/scores.parquet (rows of each metric's current
 configuration). Mean-type metrics are bootstrapped over sample ids on their per-video values; pooled metrics
-(PA = COCO AP over all frames of a method) are recomputed on every resampled set of videos
-(`pooled_replicates`, fewer, as COCOeval is slow). Written atomically to RUN_DIR/results.json.
+(PA = COCO AP over all frames of a method) are recomputed on every resampled set of videos with the exact fast
+AP of fypbench/metrics/fast_ap.py (checked against COCOeval's value on the full set at every call). Written atomically to RUN_DIR/results.json.
 """
 
 from __future__ import annotations
@@ -30,11 +30,36 @@ SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 POOLED_METRICS = ("pa",)  # aggregate is not a mean of per-video values
 DEFAULT_BASELINE = "followpose"
-POOLED_REPLICATES = 200
+POOLED_REPLICATES = 1000
 
 
 def _value(aggregate: dict[str, Any]) -> float:
     return float(aggregate.get("value", float("nan")))
+
+
+class _PooledAP:
+    """Bootstrap-ready pooled PA: per-video image indices into one fast AP table (checked against COCOeval)."""
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        from fypbench.metrics.fast_ap import KeypointAPTable
+        from fypbench.metrics.pose import FrameDetections, gt_box
+
+        frames, self.video_images = [], []
+        for row in rows:
+            extra = json.loads(row["extra"]) if isinstance(row["extra"], str) else row["extra"]
+            indices = []
+            for frame in extra.get("frames", []):
+                gt = np.array(frame["gt"], dtype=np.float64).reshape(17, 3)
+                if gt_box(gt) is None:
+                    continue
+                indices.append(len(frames))
+                frames.append((gt, FrameDetections.from_json(frame["detections"])))
+            self.video_images.append(np.array(indices, dtype=np.int64))
+        self.table = KeypointAPTable(frames)
+
+    def __call__(self, videos: np.ndarray) -> float:
+        images = np.concatenate([self.video_images[v] for v in videos]) if len(videos) else np.zeros(0, np.int64)
+        return self.table.ap(images)["ap"]
 
 
 def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replicates: int = DEFAULT_REPLICATES,
@@ -82,8 +107,11 @@ def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replica
             found = [sid for sid in ids if sid in rows_by_id]
             if pooled:
                 rows = [rows_by_id[sid] for sid in found]
-                estimate = bootstrap_statistic(lambda idx, rows=rows: aggregate(metric, [rows[i] for i in idx]),
-                                               len(rows), pooled_replicates, seed)
+                pooled_ap = _PooledAP(rows)
+                if rows and not np.isclose(pooled_ap(np.arange(len(rows))), aggregate(metric, rows), atol=1e-6,
+                                           equal_nan=True):
+                    raise RuntimeError(f"fast AP disagrees with COCOeval for {method}/{metric.name}")
+                estimate = bootstrap_statistic(pooled_ap, len(rows), pooled_replicates, seed)
             else:
                 estimate = bootstrap_mean([rows_by_id[sid]["value"] for sid in found], replicates, seed)
             entry = {**estimate.to_dict(), "n_expected": len(ids), "n_found": len(found)}
@@ -99,7 +127,8 @@ def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replica
                     if pooled:
                         value = aggregate(metric, [rows_by_id[s] for s in sids])
                     else:
-                        value = float(np.nanmean([rows_by_id[s]["value"] for s in sids]))
+                        finite = [v for v in (float(rows_by_id[s]["value"]) for s in sids) if np.isfinite(v)]
+                        value = float(np.mean(finite)) if finite else float("nan")
                     slices.setdefault(tag, {}).setdefault(tag_value, {}).setdefault(method, {})[metric.name] = {
                         "value": value, "n": len(sids)}
         if baseline in by_method:
@@ -110,11 +139,9 @@ def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replica
                 rows_by_id = by_method.get(method, {})
                 common = [sid for sid in ids if sid in rows_by_id and sid in base_rows]
                 if pooled:
-                    a = [rows_by_id[s] for s in common]
-                    b = [base_rows[s] for s in common]
                     estimate = paired_bootstrap_statistic(
-                        lambda idx, a=a: aggregate(metric, [a[i] for i in idx]),
-                        lambda idx, b=b: aggregate(metric, [b[i] for i in idx]), len(common), pooled_replicates, seed)
+                        _PooledAP([rows_by_id[s] for s in common]), _PooledAP([base_rows[s] for s in common]),
+                        len(common), pooled_replicates, seed)
                 else:
                     estimate = paired_bootstrap_mean([rows_by_id[s]["value"] for s in common],
                                                      [base_rows[s]["value"] for s in common], replicates, seed)
