@@ -1,6 +1,6 @@
 """Leaderboard tables built only from a run's results record (RUN_DIR/results.json).
 
-    fypbench leaderboard RUN_DIR --format md,csv,tex
+    fypbench leaderboard RUN_DIR --format md,csv,tex,html
 
 Each table is headed by the command and git revision that produced the run. The paper's Table 1 is shown beside
 the measured numbers, clearly labelled as another world's numbers (SD 1.4 at 512 px, the paper's own, unknown
@@ -18,7 +18,8 @@ from typing import Any
 from fypbench.errors import UserError
 from fypbench.io import write_text_atomic
 
-FORMATS = ("md", "csv", "tex")
+FORMATS = ("md", "csv", "tex", "html")
+GALLERY_SAMPLES = 8
 COLUMNS = (("clip_score", "CS", 2), ("fc_clip_consecutive", "FC", 2), ("pa", "PA", 2), ("pck_0.1h", "PCK@0.1h", 3))
 SLICE_TAGS = ("motion_source", "motion_class", "motion_split", "combination", "camera")
 # Follow-Your-Pose paper, Table 1 (followpose.md §11; transcribed, not re-checked against the PDF).
@@ -139,6 +140,75 @@ def to_latex(results: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    import html
+
+    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+    return "\n".join(out) + "</tbody></table>"
+
+
+def gallery_samples(run_dir: Path, methods: list[str], limit: int = GALLERY_SAMPLES) -> list[str]:
+    """Sample ids whose GIF preview exists for every method (the same samples in every column)."""
+    from fypbench.scoring import load_run_samples
+
+    ids = [s.id for s in load_run_samples(run_dir)]
+    chosen = [sid for sid in ids if all((run_dir / "videos" / m / f"{sid}.gif").is_file() for m in methods)]
+    return chosen[:limit]
+
+
+def to_html(results: dict[str, Any], run_dir: Path, folder: Path) -> str:
+    """index.html: header, leaderboard, paired differences and a gallery (pose skeleton beside every method)."""
+    import html
+    import os
+
+    from fypbench.media import upscale, write_gif
+    from fypbench.scoring import load_run_samples
+    from fypbench.world.mini.skeleton import draw_keypose_video
+
+    methods = list(results["table"])
+    head = ["method"] + [x for _, label, _ in COLUMNS for x in (label, "95% CI")] + ["n"]
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>fypbench report</title><style>",
+             "body{font-family:sans-serif;margin:24px} table{border-collapse:collapse;margin:12px 0}",
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} td:first-child,th:first-child{text-align:left}",
+             ".gallery img{width:128px;height:128px;image-rendering:pixelated} .note{color:#555}</style></head><body>",
+             "<h1>fypbench leaderboard</h1>"]
+    parts += [f"<p class='note'>{html.escape(line)}</p>" for line in header_lines(results, run_dir)]
+    parts.append(_html_table(head, main_rows(results)))
+    comparisons = results["paired"].get("comparisons") or {}
+    if comparisons:
+        parts.append(f"<h2>Paired differences vs {html.escape(str(results['paired']['baseline']))}</h2>")
+        rows = [[m] + [("n/a" if not metrics.get(n) else f"{_fmt(metrics[n]['difference'], d)} "
+                        f"[{_fmt(metrics[n]['ci_low'], d)}, {_fmt(metrics[n]['ci_high'], d)}]")
+                       for n, _, d in COLUMNS] for m, metrics in comparisons.items()]
+        parts.append(_html_table(["method"] + [label for _, label, _ in COLUMNS], rows))
+    samples = {s.id: s for s in load_run_samples(run_dir)}
+    chosen = gallery_samples(run_dir, methods)
+    if chosen:
+        parts.append("<h2>Gallery (same samples, same seeds, every method)</h2><table class='gallery'><tr><th>sample</th>"
+                     "<th>pose</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in methods) + "</tr>")
+        for sid in chosen:
+            sample = samples[sid]
+            skeleton = folder / "skeletons" / f"{sid}.gif"
+            write_gif(skeleton, upscale(draw_keypose_video(sample.keypoints, 64), 2))
+            cells = [f"<td><img alt='pose {sid}' src='skeletons/{sid}.gif'></td>"]
+            for m in methods:
+                rel = os.path.relpath(run_dir / "videos" / m / f"{sid}.gif", folder)
+                cells.append(f"<td><img alt='{html.escape(m)} {sid}' src='{html.escape(rel)}'></td>")
+            parts.append(f"<tr><td title='{html.escape(sample.prompt)}'>{sid}<br><small>"
+                         f"{html.escape(sample.prompt)}</small></td>" + "".join(cells) + "</tr>")
+        parts.append("</table>")
+    parts.append("<h2>Paper Table 1 (another world: SD 1.4, 512 px, the paper's own definitions; NOT comparable)</h2>")
+    parts.append(_html_table(["method", "CS", "PA %", "FC %"],
+                             [[m, str(cs), str(pa), str(fc)] for m, (cs, pa, fc) in PAPER_TABLE1.items()]))
+    # Broken images are flagged in red and counted in the title, for a person and for the headless-browser test.
+    parts.append("<script>window.addEventListener('load',()=>{const bad=[...document.images].filter("
+                 "i=>!i.complete||i.naturalWidth===0);bad.forEach(i=>i.style.outline='3px solid red');"
+                 "document.title='fypbench report ('+bad.length+' missing images)';});</script>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
 def write_leaderboard(run_dir: str | Path, formats: str = "md,csv,tex", out: str | Path | None = None) -> list[Path]:
     from fypbench.results import read_results
 
@@ -154,10 +224,10 @@ def write_leaderboard(run_dir: str | Path, formats: str = "md,csv,tex", out: str
     results = read_results(run_dir)
     folder = Path(out) if out is not None else run_dir / "report"
     render = {"md": lambda: to_markdown(results, run_dir), "csv": lambda: to_csv(results),
-              "tex": lambda: to_latex(results, run_dir)}
+              "tex": lambda: to_latex(results, run_dir), "html": lambda: to_html(results, run_dir, folder)}
     paths = []
     for f in wanted:
-        path = folder / f"leaderboard.{f}"
+        path = folder / ("index.html" if f == "html" else f"leaderboard.{f}")
         write_text_atomic(path, render[f]())
         paths.append(path)
     return paths

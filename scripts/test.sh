@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# The HTML report test drives Debian's chromium (browser test tools cannot download their own browsers here).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "scripts/test.sh: could not install chromium; the HTML report test will be skipped" >&2
+fi
 set +e
 python -m pytest "$@"
 status=$?
