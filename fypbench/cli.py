@@ -264,6 +264,26 @@ def validate_metrics(
     typer.echo(f"written: {path}")
 
 
+@app.command("ablate")
+def ablate(
+    world: Annotated[str, typer.Option(help="world to train and evaluate in")] = "mini",
+    variants: Annotated[str, typer.Option(help="'all' or a comma list (default always included)")] = "all",
+    limit: Annotated[int, typer.Option(help="first N samples of the protocol")] = 128,
+    protocol: Annotated[str, typer.Option(help="protocol name or folder")] = "fyp-1024",
+    preset: Annotated[str, typer.Option(help="followpose training preset the variants override")] = "mini",
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="override for every variant, key=value")] = None,
+    out: Annotated[Path | None, typer.Option(help="markdown table (default results/mini/ablation.md)")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="run directory of the variants' videos and scores")] = None,
+) -> None:
+    """Train (cached) and evaluate Follow-Your-Pose variants: injection, depth, temporal modules, stage 2."""
+    from fypbench.ablate import run_ablation
+    from fypbench.training.common import parse_overrides
+
+    path = run_ablation(variants=variants, world=world, protocol=protocol, limit=limit, preset=preset,
+                        overrides=parse_overrides(overrides or []), out=out, run_dir=run_dir)
+    typer.echo(f"written: {path}")
+
+
 @app.command("results")
 def results(
     run_dir: Annotated[Path, typer.Argument(help="a scored run directory")],

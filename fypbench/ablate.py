@@ -1,0 +1,142 @@
+"""`fypbench ablate`: train and evaluate Follow-Your-Pose variants on the same samples and seeds.
+
+    fypbench ablate --world mini --limit 128
+
+Variants (config overrides of the followpose stage-1 / stage-2 presets): pose injection residual (default) vs
+concat; injection depth 1, 2, 3 (default: all 4 down blocks); temporal attention off; conv_temporal off; stage 2
+skipped. Trained weights are cached per (preset, variant overrides, base) in the user's cache directory
+(~/.cache/fypbench/ablate, or $FYPBENCH_CACHE), never shipped. Each variant is generated as method
+`followpose-<variant>` into one run directory, scored, and summarised in one table with paired bootstrap CIs
+against the default variant (same samples, same seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fypbench.errors import UserError, did_you_mean
+from fypbench.generator import config_hash
+from fypbench.io import write_text_atomic
+
+STAGE1 = "followpose-stage1"
+STAGE2 = "followpose-stage2"
+# name -> (stage-1 overrides, stage-2 overrides or None when stage 2 is skipped)
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "default": ({}, {}),
+    "concat": ({"model.followpose.injection": "concat"}, {}),
+    "depth1": ({"model.followpose.depth": 1}, {}),
+    "depth2": ({"model.followpose.depth": 2}, {}),
+    "depth3": ({"model.followpose.depth": 3}, {}),
+    "no-temporal-attention": ({}, {"model.followpose.temporal_attention": False}),
+    "no-conv-temporal": ({}, {"model.followpose.conv_temporal": False}),
+    "no-stage2": ({}, None),
+}
+DEFAULT_OUT = Path("results/mini/ablation.md")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FYPBENCH_CACHE", Path.home() / ".cache" / "fypbench")) / "ablate"
+
+
+def resolve_variants(text: str) -> list[str]:
+    names = list(VARIANTS) if text.strip() == "all" else [v.strip() for v in text.split(",") if v.strip()]
+    for name in names:
+        if name not in VARIANTS:
+            raise did_you_mean(name, VARIANTS, "ablation variant")
+    if "default" not in names:
+        names.insert(0, "default")  # the reference every paired comparison is made against
+    return list(dict.fromkeys(names))
+
+
+def train_variant(name: str, preset: str, common: dict[str, Any], root: Path) -> Path:
+    """Train (or reuse) one variant; returns its weights folder (stage 2 export, or stage 1 when skipped)."""
+    from fypbench.registry import RECIPES
+
+    stage1_overrides, stage2_overrides = VARIANTS[name]
+    key = config_hash({"preset": preset, "common": common, "stage1": stage1_overrides, "stage2": stage2_overrides})
+    folder = root / preset / f"{name}-{key}"
+    # rendered + encoded training data depend on the data settings only: shared by every variant
+    data_key = config_hash({"preset": preset, "data": {k: v for k, v in common.items() if k.startswith("data.")}})
+    stage1 = RECIPES.load(STAGE1)(preset, folder / "stage1", True, {
+        "data.cache_dir": str(root / preset / f"data-stage1-{data_key}"), **common, **stage1_overrides})
+    if stage2_overrides is None:
+        return stage1
+    return RECIPES.load(STAGE2)(preset, folder / "stage2", True, {
+        "data.cache_dir": str(root / preset / f"data-stage2-{data_key}"), **common, **stage2_overrides,
+        "model.stage1_dir": str(stage1), "export.dir": str(folder / "stage2" / "followpose")})
+
+
+def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fyp-1024", limit: int | None = 128,
+                 preset: str = "mini", overrides: dict[str, Any] | None = None, out: Path | None = None,
+                 run_dir: Path | None = None, generator_options: dict[str, Any] | None = None) -> Path:
+    from rich.console import Console
+
+    from fypbench.models.followpose.generator import FollowPoseGenerator
+    from fypbench.protocol import load_protocol
+    from fypbench.registry import WORLDS
+    from fypbench.results import build_results
+    from fypbench.runner import (
+        Shard, check_writable, environment_record, generate, plan_jobs, run_lock, shard_jobs, write_run_record,
+    )
+    from fypbench.scoring import score_run
+
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+    console = Console(stderr=True)
+    names = resolve_variants(variants)
+    common = dict(overrides or {})
+    proto = load_protocol(protocol)
+    samples = proto.samples[:limit] if limit else list(proto.samples)
+    world_obj = WORLDS.load(world)()
+    run_dir = Path(run_dir) if run_dir else Path("runs") / f"ablate-{world}-{preset}-{len(samples)}"
+    out = Path(out) if out else DEFAULT_OUT
+    check_writable(run_dir)
+    check_writable(out.parent)
+    root = cache_root()
+    base = common.get("model.base", world_obj.base_model())
+    generators = {}
+    for name in names:
+        console.print(f"[bold]variant {name}[/bold]: training (cached in {root})")
+        weights = train_variant(name, preset, common, root)
+        generators[f"followpose-{name}"] = FollowPoseGenerator(base, weights, preset="sd" if world == "sd" else "mini",
+                                                               **(generator_options or {}))
+    with run_lock(run_dir, Shard()):
+        write_run_record(run_dir, {
+            "world": world, "protocol": proto.name, "protocol_path": str(proto.path), "protocol_hash": proto.hash,
+            "limit": limit, "sample_ids": [s.id for s in samples], "batch_size": 8,
+            "methods": {m: {"config": g.config(), "config_hash": g.config_hash()} for m, g in generators.items()},
+            "unavailable": {}, "environment": environment_record(),
+            "ablation": {"preset": preset, "overrides": common, "variants": {n: VARIANTS[n] for n in names}}})
+        jobs = shard_jobs(plan_jobs([(m, False) for m in generators], samples, 8), Shard())
+        generate(run_dir, generators, samples, jobs)
+    score_run(run_dir, world=world, samples=samples, methods=list(generators), log=console.print)
+    record = build_results(run_dir, baseline="followpose-default")
+    write_text_atomic(out, ablation_markdown(record, run_dir, names))
+    return out
+
+
+def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str]) -> str:
+    from fypbench.leaderboard import COLUMNS, _fmt, header_lines
+
+    lines = ["# Follow-Your-Pose ablation", ""] + [f"{h}  " for h in header_lines(record, run_dir)]
+    lines[3] = (f"Produced by: `fypbench ablate --world {record['run'].get('world')} --limit "
+                f"{record['run'].get('limit')}`, git {(record['run'].get('environment') or {}).get('git')}  ")
+    head = ["variant"] + [label for _, label, _ in COLUMNS] + [f"d{label} vs default [95% CI]" for _, label, _ in COLUMNS]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    comparisons = record["paired"].get("comparisons") or {}
+    for name in names:
+        method = f"followpose-{name}"
+        metrics = record["table"].get(method, {})
+        cells = [_fmt(metrics[n]["value"], d) if n in metrics else "n/a" for n, _, d in COLUMNS]
+        for n, _, d in COLUMNS:
+            e = comparisons.get(method, {}).get(n)
+            cells.append("—" if name == "default" else "n/a" if not e else
+                         f"{_fmt(e['difference'], d)} [{_fmt(e['ci_low'], d)}, {_fmt(e['ci_high'], d)}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    overrides = json.dumps({n: VARIANTS[n] for n in names}, default=str)
+    lines += ["", f"Variants (stage-1 overrides, stage-2 overrides or null = stage 2 skipped): `{overrides}`"]
+    return "\n".join(lines) + "\n"

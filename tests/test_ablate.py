@@ -1,0 +1,30 @@
+"""fypbench ablate on the debug presets: variants train (cached), generate, score, one table."""
+
+import pytest
+
+from fypbench.ablate import VARIANTS, resolve_variants, run_ablation
+from fypbench.base.components import build_components, save_pipeline
+from fypbench.errors import UserError
+
+
+def test_variant_names_and_default_first():
+    assert resolve_variants("concat")[:2] == ["default", "concat"]
+    assert set(resolve_variants("all")) == set(VARIANTS)
+    with pytest.raises(UserError, match="did you mean 'concat'"):
+        resolve_variants("conact")
+
+
+def test_debug_ablation_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("FYPBENCH_CACHE", str(tmp_path / "cache"))
+    base = save_pipeline(build_components("debug", seed=3), tmp_path / "base")
+    common = {"model.base": str(base), "train.steps": 2, "data.count": 8}
+    out = run_ablation(variants="no-stage2", limit=2, preset="debug", overrides=common, out=tmp_path / "ablation.md",
+                       run_dir=tmp_path / "run", generator_options={"num_inference_steps": 2, "size": 64})
+    table = out.read_text()
+    assert "| default |" in table and "| no-stage2 |" in table and "Produced by: `fypbench ablate" in table
+    cached = sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir() if not p.name.startswith("data-"))
+    assert len(cached) == 2  # one folder per variant, reused by a second call
+    run_ablation(variants="no-stage2", limit=2, preset="debug", overrides=common, out=tmp_path / "again.md",
+                 run_dir=tmp_path / "run", generator_options={"num_inference_steps": 2, "size": 64})
+    assert sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir()
+                  if not p.name.startswith("data-")) == cached
