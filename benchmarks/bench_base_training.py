@@ -1,12 +1,13 @@
 """Training speed of the mini base model: VAE and UNet step times (fp32 vs bf16 autocast), projected and actual
-wall time of `fypbench train vae` + `fypbench train base` with the mini presets.
+wall time of `fypbench train vae` (presets mini, mini_decoder) + `fypbench train base` (mini).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_base_training.py [--repeats 6] [--runs runs/train]
 
 Steps run on real renders of the training stream (flat-shaded images make denormal floats; the recipes flush
 them, as measured here). Each figure is the median of `--repeats` steps after one warm-up step (wall clock,
 time.perf_counter). The projection = rendering the image cache (measured per image, divided over the preset's
-workers) + VAE steps x VAE step time + latent encoding + base steps x base step time. "actual" reads the
+workers) + VAE steps x VAE step time + decoder fine-tune steps x decoder-only step time + latent encoding +
+base steps x base step time. "actual" reads the
 recipes' losses.jsonl (seconds since the session start) and train.log when runs exist. On a shared machine the
 numbers move with other people's load: rerun before trusting a difference under ~20 %.
 """
@@ -40,15 +41,19 @@ def median_step_time(step, repeats: int) -> float:
     return statistics.median(times)
 
 
-def vae_step_factory(images: np.ndarray, bf16: bool):
+def vae_step_factory(images: np.ndarray, bf16: bool, decoder_only: bool = False):
     config = load_config("vae", "mini")
     vae = build_vae({**preset_config(config["model"]["preset"])["vae"], "sample_size": images.shape[1]})
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-4)
+    if decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=1e-4)
     x = images_to_tensor(images)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            posterior = vae.encode(x).latent_dist
+            with torch.set_grad_enabled(not decoder_only):
+                posterior = vae.encode(x).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample.float()
         loss = (reconstruction - x).abs().mean() + (reconstruction - x).pow(2).mean()
         loss.backward()
@@ -120,6 +125,12 @@ def main() -> None:
         label = "bf16" if bf16 else "fp32"
         timings[f"vae_{label}"] = median_step_time(vae_step_factory(images, bf16), args.repeats)
         print(f"VAE step, batch {batch}, {label}: {timings[f'vae_{label}']:.3f} s")
+    decoder_config = load_config("vae", "mini_decoder")
+    decoder_bf16 = decoder_config["train"]["mixed_precision"] == "bf16"
+    timings["vae_decoder"] = median_step_time(vae_step_factory(images, decoder_bf16, decoder_only=True),
+                                              args.repeats)
+    print(f"VAE decoder-only step, batch {batch}, {'bf16' if decoder_bf16 else 'fp32'}: "
+          f"{timings['vae_decoder']:.3f} s")
     base_batch = int(base_config["train"]["batch_size"])
     for bf16 in (False, True):
         label = "bf16" if bf16 else "fp32"
@@ -137,15 +148,17 @@ def main() -> None:
     vae_total = int(vae_config["train"]["steps"]) * timings[vae_key]
     encode_total = count / batch * timings["vae_fp32"] / 6  # encoder forward only: ~1/6 of a training step
     base_total = int(base_config["train"]["steps"]) * timings[base_key]
-    total = render_total + vae_total + encode_total + base_total
-    print(f"projected (mini presets): render {render_total / 60:.1f} min + VAE {vae_config['train']['steps']} "
-          f"steps {vae_total / 60:.1f} min + encode {encode_total / 60:.1f} min + base "
-          f"{base_config['train']['steps']} steps {base_total / 60:.1f} min = {total / 60:.1f} min "
+    decoder_total = int(decoder_config["train"]["steps"]) * timings["vae_decoder"]
+    total = render_total + vae_total + decoder_total + encode_total + base_total
+    print(f"projected (mini presets, one after another): render {render_total / 60:.1f} min + VAE "
+          f"{vae_config['train']['steps']} steps {vae_total / 60:.1f} min + decoder fine-tune "
+          f"{decoder_config['train']['steps']} steps {decoder_total / 60:.1f} min + encode {encode_total / 60:.1f} min"
+          f" + base {base_config['train']['steps']} steps {base_total / 60:.1f} min = {total / 60:.1f} min "
           f"(budget 90 min)")
-    for recipe in ("vae", "base"):
-        actual = actual_times(args.runs / f"{recipe}_mini")
+    for run_name in ("vae_mini", "vae_mini_decoder", "base_mini"):
+        actual = actual_times(args.runs / run_name)
         if actual:
-            print(f"actual {recipe}_mini: {actual['steps']} steps in {actual['train_seconds'] / 60:.1f} min "
+            print(f"actual {run_name}: {actual['steps']} steps in {actual['train_seconds'] / 60:.1f} min "
                   f"({actual['seconds_per_step']:.2f} s/step, training loop only)")
 
 

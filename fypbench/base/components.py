@@ -84,11 +84,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The text encoder's width is set by the size budget: its 49,408-row token embedding dominates.
         "text_encoder": {"hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 4,
                          "num_attention_heads": 2},
-        "vae": {"block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 32,
+        # GroupNorm with 8 groups (4+ channels per group, SD has 10+): with 32 groups on 32 channels each
+        # channel is normalised alone, which erases its mean colour; the VAE then learned ~10x slower
+        # (measured: L1+MSE 0.60 vs 0.40 after 50 steps, PSNR 21.2 dB after 300 steps of batch 16 vs
+        # 20.7 dB after 1,500 steps of batch 32).
+        "vae": {"block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 8,
                 "sample_size": 64},
         # attention_head_dim is diffusers' legacy name for the number of heads: head width 16 everywhere.
-        "unet": {"block_out_channels": [32, 64, 96, 96], "attention_head_dim": [2, 4, 6, 6],
-                 "norm_num_groups": 16, "sample_size": 16},
+        # Widths set by the size budget (~15 MB for the whole float16 pipeline folder, tokenizer included).
+        "unet": {"block_out_channels": [32, 64, 80, 80], "attention_head_dim": [2, 4, 5, 5],
+                 "norm_num_groups": 8, "sample_size": 16},
     },
     "sd": {
         # Stable Diffusion 1.5: CLIP ViT-L/14 text tower, the f8 KL autoencoder, the 859,520,964-parameter UNet.

@@ -117,15 +117,27 @@ def reconstruct(vae, frames: np.ndarray, batch: int = 64) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ oracle
-def oracle_hits(frames: np.ndarray, keypoints: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
-    """bool (N, len(FIELDS)): whether the oracle reads each field of prompt n off frame n (keypoints n)."""
+def _oracle_row(args: tuple[np.ndarray, np.ndarray, str]) -> list[bool]:
     from fypbench.world.mini.oracle import expected_attributes, measure_attributes
 
-    hits = np.zeros((len(frames), len(FIELDS)), bool)
-    for n, (frame, points, prompt) in enumerate(zip(frames, keypoints, prompts)):
-        correct = measure_attributes(frame, points).correct(expected_attributes(prompt))
-        hits[n] = [correct[name] for name in FIELDS]
-    return hits
+    frame, points, prompt = args
+    correct = measure_attributes(frame, points).correct(expected_attributes(prompt))
+    return [bool(correct[name]) for name in FIELDS]
+
+
+def oracle_hits(frames: np.ndarray, keypoints: np.ndarray, prompts: Sequence[str], workers: int = 1) -> np.ndarray:
+    """bool (N, len(FIELDS)): whether the oracle reads each field of prompt n off frame n (keypoints n)."""
+    jobs = list(zip(frames, keypoints, prompts))
+    if workers > 1:
+        import multiprocessing
+
+        # fork is cheap, but not after CUDA has started in this process
+        method = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            rows = pool.map(_oracle_row, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
+    else:
+        rows = [_oracle_row(job) for job in jobs]
+    return np.array(rows, bool).reshape(len(jobs), len(FIELDS))
 
 
 def summarise(hits: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
@@ -202,13 +214,14 @@ def detection_rate(frames: np.ndarray) -> float:
 
 # -------------------------------------------------------------------------------------------------------- main
 def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: int = 25,
-             guidances: Sequence[float] = (5.0,), detector: bool = True,
+             guidances: Sequence[float] = (5.0,), detector: bool = True, workers: int = 1,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     from fypbench.base.components import load_base
     from fypbench.base.sample import sample_images
+    from fypbench.world.mini.grammar import parse
 
     began = time.perf_counter()
-    components = load_base(weights)
+    components = load_base(weights, device="cuda" if torch.cuda.is_available() else "cpu")
     manifest_path = Path(weights) / "manifest.json"
     report: dict[str, Any] = {"weights": str(weights), "steps": steps,
                               "version": json.loads(manifest_path.read_text()).get("version")
@@ -222,15 +235,21 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
     n = vae_renders
     reconstructions = reconstruct(components.vae, frames[:n])
     values = psnr(frames[:n], reconstructions)
-    raw_hits = oracle_hits(frames[:n], keypoints[:n], all_prompts[:n])
-    rec_hits = oracle_hits(reconstructions, keypoints[:n], all_prompts[:n])
+    raw_hits = oracle_hits(frames[:n], keypoints[:n], all_prompts[:n], workers)
+    rec_hits = oracle_hits(reconstructions, keypoints[:n], all_prompts[:n], workers)
     raw, rec = summarise(raw_hits), summarise(rec_hits)
+    styles = np.array([parse(prompt).appearance.style or "none" for prompt in all_prompts[:n]])
+    by_style = {style: {"n": int((styles == style).sum()), "psnr_db": float(values[styles == style].mean()),
+                        "style_read_raw": float(raw_hits[styles == style, 1].mean()),
+                        "style_read_reconstructed": float(rec_hits[styles == style, 1].mean())}
+                for style in sorted(set(styles))}
     report["vae"] = {
         "renders": n, "psnr_mean_db": float(values.mean()), "psnr_median_db": float(np.median(values)),
         "psnr_of_mean_mse_db": float(10 * np.log10(255.0 ** 2 / np.mean(
             ((frames[:n].astype(np.float64) - reconstructions) ** 2).mean(axis=(1, 2, 3))))),
         "oracle_raw": raw, "oracle_reconstructed": rec,
         "oracle_ratio": {k: rec[k] / raw[k] for k in raw if k != "n" and raw[k] > 0},
+        "by_style": by_style,
     }
     log(f"VAE: PSNR {values.mean():.2f} dB (median {np.median(values):.2f}) on {n} held-out renders")
 
@@ -242,10 +261,11 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
     ceiling_frames, floor_frames = frames[:m], frames[:m][floor_index]
     base: dict[str, Any] = {
         "prompts": m, "unseen_prompts": int((split == "unseen").sum()),
-        "ceiling_gt_keypoints": summarise(oracle_hits(ceiling_frames, keypoints[:m], prompt_list)),
-        "floor_gt_keypoints": summarise(oracle_hits(floor_frames, keypoints[:m][floor_index], prompt_list)),
-        "ceiling": summarise(oracle_hits(ceiling_frames, templates(ceiling_frames), prompt_list)),
-        "floor": summarise(oracle_hits(floor_frames, templates(floor_frames), prompt_list)),
+        "ceiling_gt_keypoints": summarise(oracle_hits(ceiling_frames, keypoints[:m], prompt_list, workers)),
+        "floor_gt_keypoints": summarise(oracle_hits(floor_frames, keypoints[:m][floor_index], prompt_list,
+                                                         workers)),
+        "ceiling": summarise(oracle_hits(ceiling_frames, templates(ceiling_frames), prompt_list, workers)),
+        "floor": summarise(oracle_hits(floor_frames, templates(floor_frames), prompt_list, workers)),
         "generated": {}, "images": {}}
     if detector:
         base["ceiling"]["detected"] = detection_rate(ceiling_frames)
@@ -256,7 +276,7 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
         generated = sample_images(components, prompt_list, [item.noise_seed for item in items[:m]], steps=steps,
                                   guidance=guidance)
         seconds = time.perf_counter() - start
-        hits = oracle_hits(generated, templates(generated), prompt_list)
+        hits = oracle_hits(generated, templates(generated), prompt_list, workers)
         row = {**summarise(hits), "seen": summarise(hits, split == "seen"),
                "unseen": summarise(hits, split == "unseen"), "seconds": round(seconds, 1)}
         if detector:
@@ -279,6 +299,9 @@ def format_report(report: dict[str, Any]) -> str:
         row = vae[name]
         lines.append(f"  {name:<26}" + "".join(f"{row.get(k, float('nan')):>12.3f}"
                                                 for k in (*FIELDS, "character+colour")))
+    lines.append("  by style: " + ", ".join(f"{style} {row['psnr_db']:.1f} dB (style read {row['style_read_raw']:.2f}"
+                                         f" -> {row['style_read_reconstructed']:.2f})"
+                                         for style, row in vae["by_style"].items()))
     lines.append(f"base on {base['prompts']} held-out prompts ({base['unseen_prompts']} with a held-out pair); "
                  "targets: scene, style >= 0.90, character+colour >= 0.60, detected >= 0.80")
     header = (*FIELDS, "scene+style", "character+colour", "detected")
@@ -302,13 +325,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, nargs="+", default=None)
     parser.add_argument("--no-detector", action="store_true", help="skip MediaPipe's detection rate")
+    parser.add_argument("--workers", type=int, default=1, help="processes for the oracle")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--grid", type=Path, default=None, help="write a PNG grid of the first 64 generations")
     args = parser.parse_args(argv)
     from fypbench.base.sample import DEFAULT_GUIDANCE, image_grid
 
     report = evaluate(args.weights, args.prompts, args.vae_renders, args.steps,
-                      args.guidance or [DEFAULT_GUIDANCE], not args.no_detector)
+                      args.guidance or [DEFAULT_GUIDANCE], not args.no_detector, args.workers)
     images = report["base"].pop("images")
     print(format_report(report))
     if args.out:

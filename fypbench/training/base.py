@@ -13,7 +13,8 @@ report), else frozen at its seeded initialisation. EMA weights are exported.
 Needs the VAE exported by `fypbench.training.vae` (model.vae_dir). Renders (or reuses) the same image cache,
 encodes it once with the VAE (cached in <output_dir>/latents.npz), trains, and saves a standard diffusers
 StableDiffusionPipeline folder with a manifest.json (file hashes, training command and config) to export.dir
-(default <output_dir>/pipeline); returns that path.
+(default <output_dir>/pipeline); returns that path. export.vae_dir (default: model.vae_dir) is the VAE put in the
+pipeline: a decoder-only fine-tune of model.vae_dir (same encoder, checked), e.g. vae preset mini_decoder.
 """
 
 from __future__ import annotations
@@ -92,10 +93,11 @@ def encode_latents(vae, images: np.ndarray, path: Path, key: dict[str, Any], log
         with np.load(path) as cached:
             return cached["mean"], cached["std"]
     means, stds = [], []
+    device = next(vae.parameters()).device
     for lo in range(0, len(images), batch):
-        posterior = vae.encode(images_to_tensor(images[lo:lo + batch])).latent_dist
-        means.append(posterior.mean.half().numpy())
-        stds.append(posterior.std.half().numpy())
+        posterior = vae.encode(images_to_tensor(images[lo:lo + batch]).to(device)).latent_dist
+        means.append(posterior.mean.half().cpu().numpy())
+        stds.append(posterior.std.half().cpu().numpy())
         if (lo // batch) % 50 == 0:
             log(f"encoded {lo + len(means[-1])}/{len(images)} images")
     mean, std = np.concatenate(means), np.concatenate(stds)
@@ -103,6 +105,14 @@ def encode_latents(vae, images: np.ndarray, path: Path, key: dict[str, Any], log
         np.savez(tmp, mean=mean, std=std)
     write_json_atomic(key_path, key)
     return mean, std
+
+
+def same_encoder(a, b) -> bool:
+    """Whether two AutoencoderKLs encode identically (same encoder and quant_conv weights, same scaling)."""
+    parts = lambda vae: {k: v for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}  # noqa: E731
+    left, right = parts(a), parts(b)
+    return (left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+            and a.config.scaling_factor == b.config.scaling_factor)
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
@@ -127,7 +137,9 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
         key = {"vae": sha256_file(vae_dir / "diffusion_pytorch_model.safetensors"),
                "data": json.loads((resolve_path(data["cache_dir"]) / "info.json").read_text()),
                "count": len(images)}
-        latent_mean, latent_std = encode_latents(vae, images, output_dir / "latents.npz", key, log)
+        latent_mean, latent_std = encode_latents(vae.to(accelerator.device), images, output_dir / "latents.npz",
+                                                 key, log)
+        vae.to("cpu")
     scaling = float(vae.config.scaling_factor)
     tokenizer = build_tokenizer()
     input_ids = tokenize(tokenizer, captions)
@@ -184,11 +196,16 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     export_dir = resolve_path(config["export"]["dir"]) if config["export"]["dir"] else output_dir / "pipeline"
     if accelerator.is_main_process:
         record = run_record(config, overrides, result)
-        vae_record_path = vae_dir.parent / "vae_record.json"
-        if vae_record_path.exists():
-            record["vae_training"] = json.loads(vae_record_path.read_text()).get("training")
-        components = Components(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae, unet=unet.eval(),
-                                scheduler=build_scheduler(parts["scheduler"]))
+        export_vae_dir = resolve_path(config["export"]["vae_dir"]) if config["export"]["vae_dir"] else vae_dir
+        export_vae = vae if export_vae_dir == vae_dir else load_vae(export_vae_dir)
+        if export_vae_dir != vae_dir and not same_encoder(vae, export_vae):
+            raise UserError(f"{export_vae_dir}: export.vae_dir must share model.vae_dir's encoder (latent space)")
+        for name, folder in (("vae_training", vae_dir), ("vae_decoder_training", export_vae_dir)):
+            vae_record_path = folder.parent / "vae_record.json"
+            if vae_record_path.exists() and (name == "vae_training" or folder != vae_dir):
+                record[name] = json.loads(vae_record_path.read_text()).get("training")
+        components = Components(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=export_vae,
+                                unet=unet.eval(), scheduler=build_scheduler(parts["scheduler"]))
         save_pipeline(components, export_dir, half=tuple(config["export"]["float16"]), manifest=record)
         log(f"exported {export_dir}")
     accelerator.wait_for_everyone()

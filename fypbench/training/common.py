@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_PREFIX = "package:"
 CHECKPOINT_NAME = "checkpoint.pt"
 # Config fields that may change between a checkpoint and its resumption (they do not change what is trained).
-RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.log_every", "export_dir", "data.workers")
+RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.log_every", "data.workers", "export.dir",
+                     "export.vae_dir", "export.float16")
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -167,15 +168,24 @@ def import_object(target: str) -> Any:
 def make_accelerator(mixed_precision: str = "no"):
     """An Accelerator on CUDA when present, else on the CPU (gloo when launched with several processes).
 
-    Also flushes denormal floats to zero: on this CPU, bf16 autocast steps on real (flat-shaded) images ran
-    5-8x slower with denormals than without (measured: 6-8 s vs 1.1 s per VAE step).
+    Mixed precision is not accelerate's (its process-wide state could not differ between two recipes run in
+    one process): `mixed_precision` is only validated here, and TrainingLoop applies train.mixed_precision
+    itself (`autocast`). Also flushes denormal floats to
+    zero: on this CPU, bf16 autocast steps on real (flat-shaded) images ran 5-8x slower with denormals than
+    without (measured: 6-8 s vs 1.1 s per VAE step).
     """
     from accelerate import Accelerator
 
-    if mixed_precision not in ("no", "bf16", "fp16"):
-        raise UserError(f"train.mixed_precision {mixed_precision!r}: expected no, bf16 or fp16")
+    autocast(torch.device("cpu"), mixed_precision)  # validates the value
     torch.set_flush_denormal(True)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def autocast(device: torch.device, mixed_precision: str):
+    """bf16 autocast when asked for ("no" or "bf16"; fp16 would need loss scaling, which no recipe uses)."""
+    if mixed_precision not in ("no", "bf16"):
+        raise UserError(f"train.mixed_precision {mixed_precision!r}: expected no or bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
 
 # -------------------------------------------------------------------------------------------------- data order
@@ -302,6 +312,8 @@ class EMA:
     @torch.no_grad()
     def update(self, parameters: Sequence[torch.nn.Parameter], step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
+        if self.shadow and self.shadow[0].device != parameters[0].device:  # the modules moved (accelerate)
+            self.shadow = [s.to(p.device) for s, p in zip(self.shadow, parameters, strict=True)]
         for shadow, param in zip(self.shadow, parameters, strict=True):
             shadow.lerp_(param.detach().float(), 1.0 - decay)
 
@@ -414,9 +426,10 @@ class TrainingLoop:
         acc = self.accelerator
         steps, every = int(self.train["steps"]), int(self.train["checkpoint_every"])
         log_every, clip = int(self.train["log_every"]), float(self.train["grad_clip"])
+        # modules first: prepare moves them to the device, and the optimizer state restored after follows them
+        prepared = {name: acc.prepare(module) for name, module in self.modules.items()}
         start = self._restore(resume)
         self.optimizer = acc.prepare(self.optimizer)
-        prepared = {name: acc.prepare(module) for name, module in self.modules.items()}
         result = LoopResult(final_step=start)
         seed = int(self.config["seed"])
         begin = time.perf_counter()
@@ -428,7 +441,7 @@ class TrainingLoop:
                                       acc.process_index, acc.num_processes)
                 for module in prepared.values():
                     module.train()
-                with acc.autocast():
+                with autocast(acc.device, str(self.train["mixed_precision"])):
                     loss = self.loss_fn(step, batch, prepared)
                 acc.backward(loss)
                 if clip > 0:
@@ -547,7 +560,3 @@ def run_record(config: Mapping[str, Any], overrides: Mapping[str, Any] | None, r
 def default_output_dir(recipe: str, preset: str) -> Path:
     return Path("runs") / "train" / f"{recipe}_{Path(str(preset)).stem}"
 
-
-def chunks(n: int, size: int) -> Iterator[slice]:
-    for lo in range(0, n, size):
-        yield slice(lo, min(n, lo + size))

@@ -68,3 +68,20 @@ def test_template_keypoints_find_the_figure():
     # the matched pose's hips lie near the true hips (in frame fractions)
     hips = lambda k: k[:, 11:13, :2].mean(axis=1)  # noqa: E731
     assert np.median(np.linalg.norm(hips(found) - hips(keypoints), axis=1)) < 0.15
+
+
+def test_report_table_shows_every_figure():
+    from fypbench.base.evaluate import FIELDS, format_report
+
+    row = {name: 0.5 for name in (*FIELDS, "scene+style", "character+colour")} | {"n": 4}
+    report = {"weights": "w", "version": "v1", "seconds": 1.0, "steps": 25,
+              "vae": {"renders": 4, "psnr_mean_db": 27.5, "psnr_median_db": 28.0, "psnr_of_mean_mse_db": 26.0,
+                      "oracle_raw": row, "oracle_reconstructed": row, "oracle_ratio": row,
+                      "by_style": {"cartoon": {"psnr_db": 20.0, "style_read_raw": 1.0,
+                                               "style_read_reconstructed": 0.25}}},
+              "base": {"prompts": 4, "unseen_prompts": 1, "ceiling": row | {"detected": 0.5}, "floor": row,
+                       "ceiling_gt_keypoints": row, "floor_gt_keypoints": row,
+                       "generated": {"5.0": row | {"seen": row, "unseen": {}}}}}
+    text = format_report(report)
+    assert "PSNR 27.50 dB mean" in text and "cartoon 20.0 dB (style read 1.00 -> 0.25)" in text
+    assert "generated g=5.0" in text and "seen g=5.0" in text and "unseen g=5.0" not in text

@@ -111,3 +111,25 @@ def test_base_needs_a_trained_vae(tmp_path):
     with pytest.raises(UserError, match=f"{tmp_path / 'no-vae'}: no trained VAE"):
         base_recipe.run("debug", tmp_path / "run", overrides={**data_overrides(tmp_path),
                                                                "model.vae_dir": str(tmp_path / "no-vae")})
+
+
+def test_decoder_fine_tune_keeps_the_latent_space_and_exports_into_the_pipeline(trained_vae):
+    tmp_path, export, overrides = trained_vae
+    from diffusers import AutoencoderKL
+
+    tuned_dir = vae_recipe.run("debug", tmp_path / "decoder", overrides={
+        **overrides, "model.init_from": str(export), "model.train": "decoder", "train.steps": 4, "seed": 1})
+    before, after = AutoencoderKL.from_pretrained(export), AutoencoderKL.from_pretrained(tuned_dir)
+    assert base_recipe.same_encoder(before, after)
+    assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
+    folder = base_recipe.run("debug", tmp_path / "base_tuned", overrides={
+        **overrides, "model.vae_dir": str(export), "export.vae_dir": str(tuned_dir), "train.steps": 2})
+    pipeline = load_base(folder)
+    torch.testing.assert_close(pipeline.vae.decoder.conv_out.weight, after.decoder.conv_out.weight.half().float())
+    assert json.loads((folder / "manifest.json").read_text())["vae_decoder_training"]["final_step"] == 4
+    other = vae_recipe.run("debug", tmp_path / "other", overrides={**overrides, "train.steps": 2, "seed": 3})
+    with pytest.raises(UserError, match="share model.vae_dir's encoder"):
+        base_recipe.run("debug", tmp_path / "base_other", overrides={
+            **overrides, "model.vae_dir": str(tuned_dir), "export.vae_dir": str(other), "train.steps": 2})
+    with pytest.raises(UserError, match="model.train 'encoder'"):
+        vae_recipe.run("debug", tmp_path / "bad", overrides={**overrides, "model.train": "encoder"})
