@@ -19,6 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from fypbench.errors import UserError
+from fypbench.generator import MethodUnavailable
 
 
 class SuggestingGroup(TyperGroup):
@@ -314,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return UserError.exit_code
+    except MethodUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         return UserError.exit_code
     except click.exceptions.Exit as exc:

@@ -347,9 +347,7 @@ class FollowPoseGenerator(Generator):
     def from_world(cls, world, preset: str = "mini", weights: str | os.PathLike | None = None,
                    **options: Any) -> FollowPoseGenerator:
         """The world's base pipeline + the world's trained Follow-Your-Pose deltas (or `weights`)."""
-        base = Path(world.base_model())
-        if not (base / "model_index.json").is_file():
-            raise MethodUnavailable(f"{cls.name}: no base model at {base}; train it with `fypbench train base`")
+        base = Path(world.base_model())  # MethodUnavailable while the world's base is not trained
         folder = weights if weights is not None else world.method_weights(FollowPoseGenerator.name)
         options.setdefault("size", getattr(world, "size", None))
         return cls(base, folder, preset=preset, **options)

@@ -154,8 +154,12 @@ def test_missing_source_is_a_clear_error(components, tmp_path):
 def test_missing_base_and_bad_options_are_user_errors(components, tmp_path):
     from fypbench.errors import UserError
 
-    with pytest.raises(UserError, match="tune-a-video base model .*base: folder not found"):
+    from fypbench.generator import MethodUnavailable
+
+    with pytest.raises(MethodUnavailable, match="no mini-world base model"):  # a world without its base: a skip
         TuneAVideoGenerator.from_world(MiniWorld(weights_dir=tmp_path))
+    with pytest.raises(UserError, match="tune-a-video base model .*nope: folder not found"):  # an explicit path
+        TuneAVideoGenerator(base=str(tmp_path / "nope"))
     with pytest.raises(UserError, match="unknown tune-a-video preset 'mnii'; did you mean 'mini'"):
         make_generator(components, tmp_path, preset="mnii")
     with pytest.raises(UserError, match="steps must be an integer >= 0"):

@@ -48,8 +48,15 @@ class MiniWorld:
     weights_dir: Path = WEIGHTS_DIR
 
     def base_model(self) -> str:
-        """The base text-to-image pipeline folder every method stands on (fypbench.base.load_base reads it)."""
-        return str(self.weights_dir / "base")
+        """The base text-to-image pipeline folder every method stands on (fypbench.base.load_base reads it);
+        MethodUnavailable, naming the train command, while it is not trained."""
+        from fypbench.generator import MethodUnavailable
+
+        folder = self.weights_dir / "base"
+        if not (folder / "model_index.json").is_file():
+            raise MethodUnavailable(f"no mini-world base model at {folder}; train it with "
+                                    "`fypbench train vae --world mini && fypbench train base --world mini`")
+        return str(folder)
 
     def method_weights(self, method: str) -> Path:
         """The shipped weights folder of a method trained in this world; a clear error when it is missing."""

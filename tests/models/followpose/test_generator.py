@@ -159,7 +159,7 @@ def test_official_checkpoint_files(world, samples, tmp_path):
 
 def test_missing_or_mismatched_weights(world, tmp_path):
     other = tmp_path / "other"
-    with pytest.raises(MethodUnavailable, match="no base model"):
+    with pytest.raises(MethodUnavailable, match="no mini-world base model"):
         FollowPoseGenerator.from_world(MiniWorld(weights_dir=other, size=SIZE))
     save_pipeline(build_components("debug", seed=6), other / "base")
     with pytest.raises(MethodUnavailable, match="train them with `fypbench train followpose"):
