@@ -91,3 +91,20 @@ def test_a_corrupted_video_is_detected_and_regenerated(single, tmp_path):
     assert np.array_equal(_frames(run_dir)["s00p01.npz"], _frames(single)["s00p01.npz"])
     pd.testing.assert_frame_equal(_scores(single), _scores(run_dir))
     assert json.loads((run_dir / "run.json").read_text())["sample_ids"][:2] == ["s00p00", "s00p01"]
+
+
+def test_methods_that_cannot_run_are_skipped_loudly_and_recorded(tmp_path):
+    from fypbench.registry import METHODS
+    from fypbench.world.mini.world import MiniWorld
+
+    result = subprocess.run([sys.executable, "-m", "fypbench.cli", "run", "--methods", "all", "--limit", "1",
+                             "--out", str(tmp_path), "--previews", "0", "--no-score"],
+                            capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "run.json").read_text())
+    ran, skipped = set(record["methods"]), set(record["unavailable"])
+    assert ran | skipped == set(METHODS.names()) and not ran & skipped
+    for name, reason in record["unavailable"].items():
+        assert f"SKIPPED {name}" in result.stderr and "fypbench train" in reason
+    if not (MiniWorld().weights_dir / "base" / "model_index.json").is_file():
+        assert ran == {"reference"}
