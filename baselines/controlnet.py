@@ -25,7 +25,6 @@ pair's keypoints. Resumable checkpoints, EMA, accelerate: fypbench.training.comm
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -781,16 +780,10 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
                               unet_inputs=controlnet_unet_inputs)
 
 
-def main(argv: list[str] | None = None) -> None:
-    from fypbench.training.common import parse_overrides
+def main(argv: Sequence[str] | None = None) -> None:
+    from fypbench.training.common import recipe_main
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="mini")
-    parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    print(run(args.preset, args.output_dir, not args.no_resume, parse_overrides(args.set)))
+    recipe_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

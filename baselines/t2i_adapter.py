@@ -24,7 +24,6 @@ The shared objective, data cache and export live in controlnet.py (`train_pose_c
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -144,15 +143,9 @@ def load_style(preset: str, overrides: dict[str, Any] | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from fypbench.training.common import parse_overrides
+    from fypbench.training.common import recipe_main
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="mini")
-    parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    print(run(args.preset, args.output_dir, not args.no_resume, parse_overrides(args.set)))
+    recipe_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

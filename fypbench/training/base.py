@@ -19,8 +19,8 @@ pipeline: a decoder-only fine-tune of model.vae_dir (same encoder, checked), e.g
 
 from __future__ import annotations
 
-import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ from fypbench.training.common import (
     load_config,
     make_accelerator,
     make_logger,
-    parse_overrides,
     per_sample_randint,
     per_sample_randn,
     per_sample_uniform,
@@ -212,14 +211,10 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     return export_dir
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="mini")
-    parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    print(run(args.preset, args.output_dir, not args.no_resume, parse_overrides(args.set)))
+def main(argv: Sequence[str] | None = None) -> None:
+    from fypbench.training.common import recipe_main
+
+    recipe_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

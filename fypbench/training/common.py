@@ -560,3 +560,15 @@ def run_record(config: Mapping[str, Any], overrides: Mapping[str, Any] | None, r
 def default_output_dir(recipe: str, preset: str) -> Path:
     return Path("runs") / "train" / f"{recipe}_{Path(str(preset)).stem}"
 
+
+def recipe_main(run: Callable[..., Any], description: str, argv: Sequence[str] | None = None) -> None:
+    """The `python -m <recipe module>` entry point every recipe shares (same options as `fypbench train`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description.strip().splitlines()[0])
+    parser.add_argument("--preset", default="mini")
+    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    print(run(args.preset, args.output_dir, not args.no_resume, parse_overrides(args.set)))

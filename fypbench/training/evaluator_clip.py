@@ -35,7 +35,6 @@ fypbench.metrics.clip_metrics.load_local_clip reads; the mini preset exports int
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -52,7 +51,6 @@ from fypbench.training.common import (
     load_config,
     make_accelerator,
     make_logger,
-    parse_overrides,
     resolve_path,
     run_record,
 )
@@ -281,14 +279,10 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     return export
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="mini")
-    parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    print(run(args.preset, args.output_dir, not args.no_resume, parse_overrides(args.set)))
+def main(argv: Sequence[str] | None = None) -> None:
+    from fypbench.training.common import recipe_main
+
+    recipe_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
