@@ -97,7 +97,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     check_writable(run_dir)
     check_writable(out.parent)
     root = cache_root()
-    base = common.get("model.base", world_obj.base_model())
+    base = common["model.base"] if "model.base" in common else world_obj.base_model()
     generators = {}
     for name in names:
         console.print(f"[bold]variant {name}[/bold]: training (cached in {root})")
