@@ -59,9 +59,11 @@ def train_variant(name: str, preset: str, common: dict[str, Any], root: Path) ->
     stage1_overrides, stage2_overrides = VARIANTS[name]
     key = config_hash({"preset": preset, "common": common, "stage1": stage1_overrides, "stage2": stage2_overrides})
     folder = root / preset / f"{name}-{key}"
+    # variants with the same stage-1 settings (default, the stage-2 ablations) share one stage-1 training
+    stage1_key = config_hash({"preset": preset, "common": common, "stage1": stage1_overrides})
     # rendered + encoded training data depend on the data settings only: shared by every variant
     data_key = config_hash({"preset": preset, "data": {k: v for k, v in common.items() if k.startswith("data.")}})
-    stage1 = RECIPES.load(STAGE1)(preset, folder / "stage1", True, {
+    stage1 = RECIPES.load(STAGE1)(preset, root / preset / f"stage1-{stage1_key}", True, {
         "data.cache_dir": str(root / preset / f"data-stage1-{data_key}"), **common, **stage1_overrides})
     if stage2_overrides is None:
         return stage1

@@ -8,7 +8,8 @@ its appearance is the prompt's (parsed by the grammar), its background randomnes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,13 @@ def motion_spec(sample: Sample):
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights" / "mini"
+WEIGHTS_ENV = "FYPBENCH_MINI_WEIGHTS"  # another folder of mini-world weights (base/, followpose/, controlnet/, ...)
+
+
+def default_weights_dir() -> Path:
+    """The shipped weights, or the folder $FYPBENCH_MINI_WEIGHTS names (e.g. weights you retrained)."""
+    override = os.environ.get(WEIGHTS_ENV)
+    return Path(override) if override else WEIGHTS_DIR
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class MiniWorld:
     name: str = "mini"
     size: int = 64
     num_frames: int = 8
-    weights_dir: Path = WEIGHTS_DIR
+    weights_dir: Path = field(default_factory=default_weights_dir)
 
     def base_model(self) -> str:
         """The base text-to-image pipeline folder every method stands on (fypbench.base.load_base reads it);
