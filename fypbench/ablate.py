@@ -1,6 +1,6 @@
 """`fypbench ablate`: train and evaluate Follow-Your-Pose variants on the same samples and seeds.
 
-    fypbench ablate --world mini --limit 128
+    fypbench ablate --world mini                 (the fyp-1024 subset dev128: 8 pose sequences x 16 prompts)
 
 Variants (config overrides of the followpose stage-1 / stage-2 presets): pose injection residual (default) vs
 concat; injection depth 1, 2, 3 (default: all 4 down blocks); temporal attention off; conv_temporal off; stage 2
@@ -72,7 +72,8 @@ def train_variant(name: str, preset: str, common: dict[str, Any], root: Path) ->
         "model.stage1_dir": str(stage1), "export.dir": str(folder / "stage2" / "followpose")})
 
 
-def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fyp-1024", limit: int | None = 128,
+def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fyp-1024", limit: int | None = None,
+                 subset: str | None = "dev128",
                  preset: str = "mini", overrides: dict[str, Any] | None = None, out: Path | None = None,
                  run_dir: Path | None = None, generator_options: dict[str, Any] | None = None) -> Path:
     from rich.console import Console
@@ -80,6 +81,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     from fypbench.models.followpose.generator import FollowPoseGenerator
     from fypbench.protocol import load_protocol
     from fypbench.registry import WORLDS
+    from fypbench.run_job import select_samples
     from fypbench.results import build_results
     from fypbench.runner import (
         Shard, check_writable, environment_record, generate, plan_jobs, run_lock, shard_jobs, write_run_record,
@@ -92,9 +94,10 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     names = resolve_variants(variants)
     common = dict(overrides or {})
     proto = load_protocol(protocol)
-    samples = proto.samples[:limit] if limit else list(proto.samples)
+    samples, subset = select_samples(proto, subset, limit)
     world_obj = WORLDS.load(world)()
-    run_dir = Path(run_dir) if run_dir else Path("runs") / f"ablate-{world}-{preset}-{len(samples)}"
+    run_dir = Path(run_dir) if run_dir else Path("runs") / (
+        f"ablate-{world}-{preset}-" + (f"{subset}-" if subset else "") + str(len(samples)))
     out = Path(out) if out else DEFAULT_OUT
     check_writable(run_dir)
     check_writable(out.parent)
@@ -109,7 +112,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     with run_lock(run_dir, Shard()):
         write_run_record(run_dir, {
             "world": world, "protocol": proto.name, "protocol_path": str(proto.path), "protocol_hash": proto.hash,
-            "limit": limit, "sample_ids": [s.id for s in samples], "batch_size": 8,
+            "subset": subset, "limit": limit, "sample_ids": [s.id for s in samples], "batch_size": 8,
             "methods": {m: {"config": g.config(), "config_hash": g.config_hash()} for m, g in generators.items()},
             "unavailable": {}, "environment": environment_record(),
             "ablation": {"preset": preset, "overrides": common, "variants": {n: VARIANTS[n] for n in names}}})
@@ -125,8 +128,11 @@ def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str
     from fypbench.leaderboard import COLUMNS, _fmt, header_lines
 
     lines = ["# Follow-Your-Pose ablation", ""] + [f"{h}  " for h in header_lines(record, run_dir)]
-    lines[3] = (f"Produced by: `fypbench ablate --world {record['run'].get('world')} --limit "
-                f"{record['run'].get('limit')}`, git {(record['run'].get('environment') or {}).get('git')}  ")
+    run = record["run"]
+    lines[3] = (f"Produced by: `fypbench ablate --world {run.get('world')}"
+                + (f" --subset {run['subset']}" if run.get("subset") else "")
+                + (f" --limit {run['limit']}" if run.get("limit") else "")
+                + f"`, git {(run.get('environment') or {}).get('git')}  ")
     head = ["variant"] + [label for _, label, _ in COLUMNS] + [f"d{label} vs default [95% CI]" for _, label, _ in COLUMNS]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     comparisons = record["paired"].get("comparisons") or {}

@@ -88,12 +88,13 @@ def protocol_build(
     """Build a protocol deterministically (a rebuild gives the same hash)."""
     import time
 
-    from fypbench.protocol import build_protocol, save_protocol
+    from fypbench.protocol import build_protocol, save_protocol, write_subsets
     from fypbench.protocols import DATA_DIR
 
     started = time.perf_counter()
     protocol = build_protocol(name)
     folder = save_protocol(protocol, out if out is not None else DATA_DIR / name)
+    write_subsets(name, folder)
     typer.echo(f"built {protocol.name}: {len(protocol)} samples, hash {protocol.hash} -> {folder} "
                f"({time.perf_counter() - started:.1f} s)")
 
@@ -214,8 +215,10 @@ def run(
     methods: Annotated[str, typer.Option(help="'all' or a comma-separated list (fypbench ls methods)")] = "all",
     world: Annotated[str, typer.Option(help="mini | sd")] = "mini",
     protocol: Annotated[str, typer.Option(help="protocol name or folder")] = "fyp-1024",
-    limit: Annotated[int | None, typer.Option(help="first N samples of the protocol")] = None,
-    out: Annotated[Path | None, typer.Option(help="run directory (default runs/<world>-<protocol>[-N])")] = None,
+    limit: Annotated[int | None, typer.Option(help="first N samples of the protocol (or of --subset)")] = None,
+    subset: Annotated[str | None, typer.Option(help="a named subset of the protocol (protocols/<name>/subsets/, "
+                                                    "e.g. dev128) or a file of sample ids")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default runs/<world>-<protocol>[-subset][-N])")] = None,
     shard: Annotated[str | None, typer.Option(help="I/N: this process's share (Slurm arrays); "
                                                    "default from RANK/WORLD_SIZE")] = None,
     batch_size: Annotated[int | None, typer.Option(help="samples per generate() call")] = None,
@@ -228,8 +231,8 @@ def run(
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
-    options = RunOptions(methods=methods, world=world, protocol=protocol, limit=limit, out=out, shard=shard,
-                         batch_size=batch_size, config=config, previews=previews, score=score)
+    options = RunOptions(methods=methods, world=world, protocol=protocol, limit=limit, subset=subset, out=out,
+                         shard=shard, batch_size=batch_size, config=config, previews=previews, score=score)
     run_dir = run_benchmark(options)
     typer.echo(f"run directory: {run_dir}")
 
@@ -269,7 +272,9 @@ def validate_metrics(
 def ablate(
     world: Annotated[str, typer.Option(help="world to train and evaluate in")] = "mini",
     variants: Annotated[str, typer.Option(help="'all' or a comma list (default always included)")] = "all",
-    limit: Annotated[int, typer.Option(help="first N samples of the protocol")] = 128,
+    limit: Annotated[int | None, typer.Option(help="first N samples of the protocol (or of --subset)")] = None,
+    subset: Annotated[str | None, typer.Option(help="a named subset of the protocol, or a file of sample ids")]
+    = "dev128",
     protocol: Annotated[str, typer.Option(help="protocol name or folder")] = "fyp-1024",
     preset: Annotated[str, typer.Option(help="followpose training preset the variants override")] = "mini",
     overrides: Annotated[list[str] | None, typer.Option("--set", help="override for every variant, key=value")] = None,
@@ -280,7 +285,9 @@ def ablate(
     from fypbench.ablate import run_ablation
     from fypbench.training.common import parse_overrides
 
-    path = run_ablation(variants=variants, world=world, protocol=protocol, limit=limit, preset=preset,
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+    path = run_ablation(variants=variants, world=world, protocol=protocol, limit=limit, subset=subset, preset=preset,
                         overrides=parse_overrides(overrides or []), out=out, run_dir=run_dir)
     typer.echo(f"written: {path}")
 

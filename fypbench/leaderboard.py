@@ -58,8 +58,10 @@ def header_lines(results: dict[str, Any], run_dir: Path) -> list[str]:
     run = results["run"]
     env = run.get("environment") or {}
     return [f"Run: `{run_dir}` - world {run.get('world')}, protocol {run.get('protocol')} "
-            f"(hash {str(run.get('protocol_hash'))[:16]}), {results['n_samples']} samples",
+            f"(hash {str(run.get('protocol_hash'))[:16]})"
+            + (f", subset {run['subset']}" if run.get("subset") else "") + f", {results['n_samples']} samples",
             f"Produced by: `fypbench run --world {run.get('world')} --protocol {run.get('protocol')}"
+            + (f" --subset {run['subset']}" if run.get("subset") else "")
             + (f" --limit {run['limit']}" if run.get("limit") else "") + f" --out {run_dir}` then "
             f"`fypbench leaderboard {run_dir}`, git {env.get('git', 'unknown')}",
             f"Method presets: " + "; ".join(f"{m}: {c.get('config', {}).get('preset', 'default')}"

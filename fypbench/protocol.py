@@ -348,6 +348,15 @@ def _check_keypoints(array: np.ndarray, shape: tuple[int, ...], name: str, at: s
 BUILDERS: dict[str, str] = {"fyp-1024": "fypbench.world.mini.fyp1024:build"}
 
 
+def write_subsets(name: str, folder: str | os.PathLike) -> None:
+    """Write the named subsets a builder defines (its module's `write_subsets`, if any) into folder/subsets/."""
+    import importlib
+
+    module = importlib.import_module(BUILDERS[name].partition(":")[0])
+    if hasattr(module, "write_subsets"):
+        module.write_subsets(folder)
+
+
 def build_protocol(name: str) -> Protocol:
     import importlib
 
@@ -355,6 +364,41 @@ def build_protocol(name: str) -> Protocol:
         raise did_you_mean(name, BUILDERS, "protocol builder")
     module_name, _, attr = BUILDERS[name].partition(":")
     return getattr(importlib.import_module(module_name), attr)()
+
+
+SUBSETS_DIR = "subsets"
+
+
+def subset_names(protocol: Protocol) -> list[str]:
+    folder = Path(protocol.path or ".") / SUBSETS_DIR
+    return sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
+
+
+def load_subset(protocol: Protocol, name_or_path: str | os.PathLike) -> tuple[str, list[str]]:
+    """A named subset of a protocol: `<protocol folder>/subsets/<name>.txt` (or any such file): one sample id per
+    line, `#` comments. Returns (name, ids in file order); unknown or repeated ids are a UserError naming the line."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        candidate = Path(protocol.path or ".") / SUBSETS_DIR / f"{name_or_path}.txt"
+        if not candidate.is_file():
+            raise did_you_mean(str(name_or_path), subset_names(protocol), f"subset of protocol {protocol.name}")
+        path = candidate
+    known = {s.id for s in protocol.samples}
+    ids: list[str] = []
+    seen: set[str] = set()
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        if text not in known:
+            raise UserError(f"{path}:{line_no}: sample id {text!r} is not in protocol {protocol.name}")
+        if text in seen:
+            raise UserError(f"{path}:{line_no}: sample id {text!r} is listed twice")
+        seen.add(text)
+        ids.append(text)
+    if not ids:
+        raise UserError(f"{path}: the subset lists no sample ids")
+    return path.stem, ids
 
 
 def samples_subset(protocol: Protocol, ids: Sequence[str] | None = None, limit: int | None = None) -> list[Sample]:

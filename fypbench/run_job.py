@@ -30,6 +30,7 @@ class RunOptions:
     world: str = "mini"
     protocol: str = "fyp-1024"
     limit: int | None = None
+    subset: str | None = None
     out: Path | None = None
     shard: str | None = None
     batch_size: int | None = None
@@ -52,6 +53,18 @@ def _build_generators(names: list[str], world, method_options: dict[str, dict[st
     return generators, unavailable
 
 
+def select_samples(protocol, subset: str | None, limit: int | None):
+    """The protocol's samples, or a named subset's (protocols/<name>/subsets/), then the first `limit`."""
+    from fypbench.protocol import load_subset
+
+    name = None
+    samples = list(protocol.samples)
+    if subset:
+        name, ids = load_subset(protocol, subset)
+        samples = [protocol.sample(i) for i in ids]
+    return (samples[:limit] if limit else samples), name
+
+
 def run_benchmark(options: RunOptions) -> Path:
     from rich.console import Console
 
@@ -71,17 +84,18 @@ def run_benchmark(options: RunOptions) -> Path:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     n_previews = options.previews if options.previews is not None else int(config.get("previews", DEFAULT_PREVIEWS))
     protocol = load_protocol(options.protocol)
-    samples = protocol.samples[: options.limit] if options.limit else list(protocol.samples)
+    samples, subset = select_samples(protocol, options.subset, options.limit)
     world = WORLDS.load(options.world)()
     run_dir = Path(options.out) if options.out else Path("runs") / (
-        f"{options.world}-{protocol.name}" + (f"-{options.limit}" if options.limit else ""))
+        f"{options.world}-{protocol.name}" + (f"-{subset}" if subset else "")
+        + (f"-{options.limit}" if options.limit else ""))
     check_writable(run_dir)
 
     with run_lock(run_dir, shard):
         generators, unavailable = _build_generators(names, world, config.get("methods", {}), console)
         record = {
             "fypbench_version": __version__, "world": options.world, "protocol": protocol.name,
-            "protocol_path": str(protocol.path), "protocol_hash": protocol.hash, "limit": options.limit,
+            "protocol_path": str(protocol.path), "protocol_hash": protocol.hash, "subset": subset, "limit": options.limit,
             "sample_ids": [s.id for s in samples], "batch_size": batch_size,
             "methods": {name: {"config": g.config(), "config_hash": g.config_hash()}
                         for name, g in generators.items()},

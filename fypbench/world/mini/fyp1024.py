@@ -125,3 +125,32 @@ def build() -> Protocol:
                     description="64 pose sequences (32 real mocap, 32 procedural) x 16 prompts (12 seen, 4 held-out "
                                 "combinations), 8 frames at 7.5 fps (stride 4 of a 30 fps timeline), mini world",
                     builder={"module": "fypbench.world.mini.fyp1024", "version": BUILDER_VERSION})
+
+
+# ------------------------------------------------------------------------------------------------ subsets
+DEV_SEQUENCE_STRIDE = 8
+
+
+def dev128_ids() -> list[str]:
+    """The `dev128` subset: every 8th pose sequence (s00, s08, ..., s56) with all 16 of its prompts.
+
+    Whole sequences keep per-source costs (Tune-A-Video's tuning) at 8 sources, and every 8th sequence spans
+    real and procedural motion (64/64 samples), floor motion, all cameras and the seen/unseen prompt splits."""
+    return [f"s{k:02d}p{j:02d}" for k in range(0, 64, DEV_SEQUENCE_STRIDE) for j in range(PROMPTS_PER_SEQUENCE)]
+
+
+SUBSETS = {"dev128": (dev128_ids, "every 8th pose sequence x all 16 prompts: 8 sources, 128 samples")}
+
+
+def write_subsets(folder) -> None:
+    """Write protocols/fyp-1024/subsets/<name>.txt for every subset rule above."""
+    from pathlib import Path
+
+    from fypbench.io import write_text_atomic
+
+    folder = Path(folder) / "subsets"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (rule, description) in SUBSETS.items():
+        lines = [f"# fyp-1024 subset {name}: {description}",
+                 f"# written by fypbench.world.mini.fyp1024.write_subsets (rule: {rule.__name__})", *rule()]
+        write_text_atomic(folder / f"{name}.txt", "\n".join(lines) + "\n")
