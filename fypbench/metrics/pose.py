@@ -21,10 +21,26 @@ Definitions (../shared/reference/metrics.md §3-4), all recorded in each metric'
   left/right-swapped GT fits the top detection better (higher OKS); pooled over frames at method level.
 Detectors:
 - `MediaPipePoseDetector`: mediapipe 0.10.14 legacy `mp.solutions.pose`, static_image_mode=True,
-  model_complexity=1 (the landmark model bundled in the wheel), min_detection_confidence=0.5, one person;
-  each frame first gets a border of PAD_FRACTION (0.25) x its long side on every side (edge pixels repeated:
-  BlazePose misses figures that fill the frame), then is resized bicubic (PIL) so the long side is 256; BlazePose-33 -> COCO-17 via
-  BLAZEPOSE_TO_COCO17; instance score = mean visibility of the 17 mapped landmarks.
+  model_complexity=1 (the only landmark model bundled in the wheel: 0 and 2 would be downloaded at run time, which
+  the offline runtime forbids), min_detection_confidence=0.5 and min_tracking_confidence=0.5 (the landmark
+  presence threshold, also applied in static mode), one person; each frame first gets a border of PAD_FRACTION
+  (0.25) x its long side on every side (edge pixels repeated: BlazePose misses figures that fill the frame; a
+  departure from metrics.md §4, which upscales the bare frame), then is resized bicubic (PIL) so the long side is
+  256; BlazePose-33 -> COCO-17 via BLAZEPOSE_TO_COCO17; instance score = mean visibility of the 17 mapped landmarks.
+  Test-time variants (a departure from metrics.md §4's single pass): the resized frame is run as is ("plain") and
+  after an unsharp mask ("unsharp", PIL UnsharpMask radius 2, percent 300, threshold 0); the detection with the
+  higher instance score is kept (the earlier variant on ties). Every option is recorded in config(). Measured with
+  benchmarks/bench_pose_detector.py on 64 evenly spaced fyp-1024 ground-truth renders (512 frames; detection rate
+  / PCK@0.1h / AUC of the video PCK vs another pose on the true box / skeleton-map detection rate):
+  plain only 0.564 / 0.438 / 0.680 / 0.07; plain + unsharp 0.672 / 0.513 / 0.726 / 0.09 (watercolor 0.56 -> 0.96,
+  van gogh 0.60 -> 0.64, black and white 0.71 -> 0.78). Rejected, because they make the detector find "persons" in
+  frames without one: lower thresholds (0.2/0.2 with plain, unsharp, autocontrast and mirror: detection 0.81, AUC
+  0.78, but skeleton maps detected 0.63 with PCK 0.35, i.e. a method copying its conditioning skeleton would score;
+  0.35/0.35 with plain + unsharp: skeleton maps 0.15) and an "autocontrast" variant (skeleton maps 0.07 -> 0.22 at
+  0.5). The instance score cannot separate such detections (skeleton-map and render visibilities overlap).
+  Bilinear or nearest upscaling, blur, equalisation, grayscale and a constant border all lowered the detection
+  rate; 192 or 384 px instead of 256 changed it by < 0.01; a 0.4-0.5 border lowered it. Minecraft renders (4-px
+  blocks, no face) stay undetected by every option tried.
 - `MMPoseDetector`: mmpose top-down (optional `[mmpose]` extra) with user-supplied config + checkpoint and an
   optional mmdet person detector; instance score = bbox score x mean keypoint score.
 Detection runs over videos in a process pool (`detect_videos`), one detector per worker, results in input order.
@@ -66,6 +82,11 @@ MEDIAPIPE_VERSION = "0.10.14"
 # 0.25: no style 0.65 -> 1.00, cartoon 0.12 -> 0.70, pixel art 0.35 -> 0.57 (0.125: 0.93 / 0.55 / 0.45; 0.5:
 # 0.85 / 0.82 / 0.75); minecraft stays 0 at every border (its 4-px blocks erase the face).
 PAD_FRACTION = 0.25
+MIN_DETECTION_CONFIDENCE = 0.5
+MIN_TRACKING_CONFIDENCE = 0.5
+VARIANTS: tuple[str, ...] = ("plain", "unsharp")
+ACCEPT_SCORE: float | None = None
+MIN_INSTANCE_SCORE = 0.0
 
 
 # ---- detections and detectors ---------------------------------------------------------------------------
@@ -137,11 +158,50 @@ def _mediapipe_root() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def mediapipe_config(resize_long_side: int = 256, min_detection_confidence: float = 0.5,
-                     pad_fraction: float = PAD_FRACTION) -> dict[str, Any]:
+# Test-time variants: each is one deterministic transform of the bordered, resized RGB frame (PIL), run through
+# BlazePose separately; `detect` keeps the variant whose detection has the highest instance score (mean visibility of
+# the 17 mapped landmarks; the earlier variant on ties). "mirror" is detected on the horizontally mirrored frame and
+# its keypoints are mirrored back with left and right exchanged.
+MEDIAPIPE_VARIANTS: dict[str, str] = {
+    "plain": "the frame as is",
+    "unsharp": "PIL ImageFilter.UnsharpMask(radius=2, percent=300, threshold=0)",
+    "autocontrast": "PIL ImageOps.autocontrast(cutoff=1) (per-channel levels stretched, 1% clipped each end)",
+    "mirror": "PIL ImageOps.mirror; keypoints mirrored back, COCO left/right exchanged",
+}
+
+
+def _variant_image(image: Any, variant: str) -> Any:
+    from PIL import ImageFilter, ImageOps
+
+    if variant == "plain":
+        return image
+    if variant == "unsharp":
+        return image.filter(ImageFilter.UnsharpMask(radius=2, percent=300, threshold=0))
+    if variant == "autocontrast":
+        return ImageOps.autocontrast(image, cutoff=1)
+    if variant == "mirror":
+        return ImageOps.mirror(image)
+    raise UserError(f"unknown MediaPipe variant {variant!r} (known: {', '.join(MEDIAPIPE_VARIANTS)})")
+
+
+def _check_variants(variants: Sequence[str]) -> tuple[str, ...]:
+    variants = tuple(variants)
+    if not variants:
+        raise UserError("MediaPipe variants must name at least one preprocessing")
+    unknown = [v for v in variants if v not in MEDIAPIPE_VARIANTS]
+    if unknown or len(set(variants)) != len(variants):
+        raise UserError(f"MediaPipe variants {list(variants)}: each once, from {', '.join(MEDIAPIPE_VARIANTS)}")
+    return variants
+
+
+def mediapipe_config(resize_long_side: int = 256, min_detection_confidence: float = MIN_DETECTION_CONFIDENCE,
+                     pad_fraction: float = PAD_FRACTION, min_tracking_confidence: float = MIN_TRACKING_CONFIDENCE,
+                     variants: Sequence[str] = VARIANTS, accept_score: float | None = ACCEPT_SCORE,
+                     min_instance_score: float = MIN_INSTANCE_SCORE) -> dict[str, Any]:
     """The recorded definition of the MediaPipe detector (reads the bundled model files' hashes)."""
     from importlib.metadata import version
 
+    variants = _check_variants(variants)
     root = _mediapipe_root()
     installed = version("mediapipe")
     if installed != MEDIAPIPE_VERSION:
@@ -155,60 +215,102 @@ def mediapipe_config(resize_long_side: int = 256, min_detection_confidence: floa
             raise UserError(f"{path} not found: reinstall mediapipe=={MEDIAPIPE_VERSION} (it bundles this model)")
     return {"detector": "mediapipe-blazepose", "mediapipe_version": installed, "api": "mp.solutions.pose",
             "static_image_mode": True, "model_complexity": 1, "min_detection_confidence": min_detection_confidence,
+            "min_tracking_confidence": min_tracking_confidence,
             "enable_segmentation": False, "resize_long_side": resize_long_side, "resize": "PIL bicubic",
             "pad_fraction": pad_fraction, "pad": "edge pixels repeated, each side, before the resize",
+            "variants": {v: MEDIAPIPE_VARIANTS[v] for v in variants},
+            "variant_selection": "highest instance score; earlier variant on ties",
+            "accept_score": accept_score, "early_stop": "variants run in order; stop at the first detection whose "
+                                                        "instance score >= accept_score (None: run all)",
+            "min_instance_score": min_instance_score,
+            "instance_filter": "a variant's detection counts only if its instance score >= min_instance_score",
             "model_sha256": {name: _file_sha256(path) for name, path in models.items()},
             "mapping_blazepose33_to_coco17": list(BLAZEPOSE_TO_COCO17),
             "instance_score": "mean visibility of the 17 mapped landmarks", "max_persons": 1}
 
 
 class MediaPipePoseDetector(PoseDetector):
-    def __init__(self, resize_long_side: int = 256, min_detection_confidence: float = 0.5,
-                 pad_fraction: float = PAD_FRACTION):
+    def __init__(self, resize_long_side: int = 256, min_detection_confidence: float = MIN_DETECTION_CONFIDENCE,
+                 pad_fraction: float = PAD_FRACTION, min_tracking_confidence: float = MIN_TRACKING_CONFIDENCE,
+                 variants: Sequence[str] = VARIANTS, accept_score: float | None = ACCEPT_SCORE,
+                 min_instance_score: float = MIN_INSTANCE_SCORE):
         if not 0.0 <= pad_fraction <= 1.0:
             raise UserError(f"MediaPipe pad_fraction must be in [0, 1], got {pad_fraction}")
-        self._config = mediapipe_config(resize_long_side, min_detection_confidence, pad_fraction)
+        for label, value in (("min_detection_confidence", min_detection_confidence),
+                             ("min_tracking_confidence", min_tracking_confidence)):
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"MediaPipe {label} must be in [0, 1], got {value}")
+        self._config = mediapipe_config(resize_long_side, min_detection_confidence, pad_fraction,
+                                        min_tracking_confidence, variants, accept_score,
+                                        min_instance_score)
+        self.accept_score = accept_score
+        self.min_instance_score = min_instance_score
         import mediapipe as mp
 
         self.resize_long_side = resize_long_side
         self.pad_fraction = pad_fraction
+        self.variants = _check_variants(variants)
         self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
                                             enable_segmentation=False,
-                                            min_detection_confidence=min_detection_confidence)
+                                            min_detection_confidence=min_detection_confidence,
+                                            min_tracking_confidence=min_tracking_confidence)
 
     def config(self) -> dict[str, Any]:
         return dict(self._config)
 
-    def _resized(self, frame: np.ndarray) -> np.ndarray:
+    def _resized(self, frame: np.ndarray) -> Any:
         from PIL import Image
 
+        image = Image.fromarray(np.ascontiguousarray(frame))
         height, width = frame.shape[:2]
         scale = self.resize_long_side / max(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         if size == (width, height):
-            return np.ascontiguousarray(frame)
-        return np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(size, Image.BICUBIC))
+            return image
+        return image.resize(size, Image.BICUBIC)
+
+    def _landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        """(17, 3) COCO keypoints as fractions of `image` (x, y) and visibility, or None."""
+        with warnings.catch_warnings():  # protobuf's deprecation notice, raised inside mediapipe 0.10.14
+            warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated",
+                                    category=UserWarning)
+            result = self._pose.process(np.ascontiguousarray(image))
+        if result.pose_landmarks is None:
+            return None
+        landmarks = result.pose_landmarks.landmark
+        return np.array([[landmarks[i].x, landmarks[i].y, landmarks[i].visibility] for i in BLAZEPOSE_TO_COCO17])
+
+    def detect_frame(self, frame: np.ndarray) -> tuple[FrameDetections, str | None]:
+        """Detections of one (H, W, 3) uint8 frame and the variant they came from (None: nobody found)."""
+        height, width = frame.shape[:2]
+        pad = int(round(self.pad_fraction * max(height, width)))
+        padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else frame
+        resized = self._resized(padded)
+        best: tuple[np.ndarray, float, str] | None = None
+        for variant in self.variants:
+            found = self._landmarks(np.asarray(_variant_image(resized, variant).convert("RGB")))
+            if found is None:
+                continue
+            if variant == "mirror":
+                found = found[list(COCO17_FLIP)]
+                found[:, 0] = 1.0 - found[:, 0]
+            # landmarks are fractions of the padded frame; keypoints are pixels of the stored frame
+            keypoints = np.stack([found[:, 0] * (width + 2 * pad) - pad, found[:, 1] * (height + 2 * pad) - pad,
+                                  found[:, 2]], axis=1)
+            score = float(keypoints[:, 2].mean())
+            if score < self.min_instance_score:
+                continue
+            if best is None or score > best[1]:
+                best = (keypoints, score, variant)
+            if self.accept_score is not None and score >= self.accept_score:
+                break
+        if best is None:
+            return FrameDetections.empty(), None
+        return FrameDetections(best[0][None], np.array([best[1]])), best[2]
 
     def detect(self, frames: np.ndarray) -> list[FrameDetections]:
         frames = validate_frames(frames)
-        height, width = frames.shape[1:3]
-        pad = int(round(self.pad_fraction * max(height, width)))
-        out = []
-        for frame in frames:
-            padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else frame
-            with warnings.catch_warnings():  # protobuf's deprecation notice, raised inside mediapipe 0.10.14
-                warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated",
-                                        category=UserWarning)
-                result = self._pose.process(self._resized(padded))
-            if result.pose_landmarks is None:
-                out.append(FrameDetections.empty())
-                continue
-            landmarks = result.pose_landmarks.landmark
-            # landmarks are fractions of the padded frame; keypoints are pixels of the stored frame
-            keypoints = np.array([[landmarks[i].x * (width + 2 * pad) - pad, landmarks[i].y * (height + 2 * pad) - pad,
-                                   landmarks[i].visibility] for i in BLAZEPOSE_TO_COCO17])
-            out.append(FrameDetections(keypoints[None], np.array([keypoints[:, 2].mean()])))
-        return out
+        return [self.detect_frame(frame)[0] for frame in frames]
 
     def close(self) -> None:
         self._pose.close()

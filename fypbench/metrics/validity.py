@@ -482,7 +482,10 @@ def validate_metrics(world: str = "mini", num_samples: int = 256, out: str | os.
         "CLIP": f"{clip_config.get('model_id')} (weights sha256 {str(clip_config.get('weights_sha256'))[:16]})",
         "pose detector": f"{detector.get('detector')} {detector.get('mediapipe_version', '')} (model_complexity "
                          f"{detector.get('model_complexity', '-')}, border {detector.get('pad_fraction', '-')} x "
-                         f"long side, resized to {detector.get('resize_long_side', '-')} px)",
+                         f"long side, resized to {detector.get('resize_long_side', '-')} px, variants "
+                         f"{', '.join(detector.get('variants', {})) or '-'}, min confidences "
+                         f"{detector.get('min_detection_confidence', '-')}/"
+                         f"{detector.get('min_tracking_confidence', '-')})",
         "seeds": f"controls drawn from fypbench.seeding.numpy_rng({SEED_NAMESPACE!r}, purpose, sample id)",
         "runtime": f"{time.perf_counter() - started:.0f} s",
     }

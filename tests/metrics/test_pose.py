@@ -264,3 +264,78 @@ def test_the_border_maps_back_to_frame_pixels_and_is_recorded():
     assert DetectorSpec("mediapipe", {"pad_fraction": 0.0}).config()["pad_fraction"] == 0.0
     with pytest.raises(UserError, match="pad_fraction"):
         MediaPipePoseDetector(pad_fraction=2.0)
+
+
+@needs_mediapipe
+def test_the_unsharp_variant_finds_a_blurred_mannequin_that_the_plain_frame_misses():
+    from PIL import Image, ImageFilter
+
+    from fypbench.metrics.pose import MediaPipePoseDetector
+
+    video = _mannequin_video()
+    blurred = np.stack([np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(1.5))) for f in video.frames])
+    gt = gt_keypoints_pixels(video.keypoints, SIZE, SIZE)
+    found = {}
+    for variants in (("plain",), ("plain", "unsharp")):
+        detector = MediaPipePoseDetector(variants=variants)
+        try:
+            found[variants] = [d for g, d in zip(gt, detector.detect(blurred)) if score_frame(g, d).detected]
+            pcks = [score_frame(g, d).pck[0.1] for g, d in zip(gt, detector.detect(blurred)) if len(d)]
+        finally:
+            detector.close()
+        if variants == ("plain", "unsharp"):
+            assert np.mean(pcks) >= 0.9
+    assert len(found[("plain",)]) <= 1 and len(found[("plain", "unsharp")]) >= 6
+
+
+@needs_mediapipe
+def test_the_mirror_variant_maps_keypoints_back_with_left_and_right_exchanged():
+    from fypbench.metrics.pose import MediaPipePoseDetector
+
+    video = _mannequin_video()
+    gt = gt_keypoints_pixels(video.keypoints, SIZE, SIZE)
+    detector = MediaPipePoseDetector(variants=("mirror",))
+    try:
+        scores = [score_frame(g, d) for g, d in zip(gt, detector.detect(video.frames))]
+    finally:
+        detector.close()
+    assert all(s.detected for s in scores) and np.mean([s.pck[0.1] for s in scores]) >= 0.9
+    assert not any(s.swapped for s in scores)
+
+
+@needs_mediapipe
+def test_variant_selection_keeps_the_highest_score_and_is_recorded():
+    from fypbench.metrics.pose import VARIANTS, MediaPipePoseDetector
+
+    frame = _mannequin_video().frames[0]
+    detector = MediaPipePoseDetector(variants=("plain", "unsharp", "mirror"))
+    singles = {v: MediaPipePoseDetector(variants=(v,)) for v in ("plain", "unsharp", "mirror")}
+    try:
+        combined, kept = detector.detect_frame(frame)
+        single = {v: d.detect_frame(frame)[0] for v, d in singles.items()}
+    finally:
+        for d in (detector, *singles.values()):
+            d.close()
+    best = max(single, key=lambda v: (single[v].scores[0], -list(single).index(v)))
+    assert kept == best
+    np.testing.assert_array_equal(combined.keypoints, single[best].keypoints)
+    config = DetectorSpec("mediapipe").config()
+    assert list(config["variants"]) == list(VARIANTS) == ["plain", "unsharp"]
+    assert config["min_detection_confidence"] == 0.5 and config["min_tracking_confidence"] == 0.5
+    assert DetectorSpec("mediapipe", {"variants": ["plain"]}).config() != config
+    with pytest.raises(UserError, match="variant"):
+        MediaPipePoseDetector(variants=("plain", "sharpen"))
+    with pytest.raises(UserError, match="variants"):
+        DetectorSpec("mediapipe", {"variants": []}).config()
+
+
+@needs_mediapipe
+def test_the_default_detector_does_not_find_a_person_in_skeleton_maps():
+    """A method that only copies its conditioning skeleton must not score (metrics.md §4)."""
+    from fypbench.metrics.pose import detect_videos
+    from fypbench.world.mini.skeleton import draw_openpose_from_coco
+
+    video = _mannequin_video()
+    maps = np.stack([draw_openpose_from_coco(k, SIZE) for k in video.keypoints])
+    (detections,) = detect_videos(DetectorSpec("mediapipe"), [maps])
+    assert sum(len(d) > 0 for d in detections) <= 1
