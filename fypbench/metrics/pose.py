@@ -29,7 +29,9 @@ Detectors:
   256; BlazePose-33 -> COCO-17 via BLAZEPOSE_TO_COCO17; instance score = mean visibility of the 17 mapped landmarks.
   Test-time variants (a departure from metrics.md §4's single pass): the resized frame is run as is ("plain") and
   after an unsharp mask ("unsharp", PIL UnsharpMask radius 2, percent 300, threshold 0); the detection with the
-  higher instance score is kept (the earlier variant on ties). Every option is recorded in config(). Measured with
+  higher instance score is kept (the earlier variant on ties). Two further options are off by default: accept_score
+  (stop at the first variant scoring at least this; None) and min_instance_score (drop weaker detections; 0.0).
+  Every option is recorded in config(). Measured with
   benchmarks/bench_pose_detector.py on 64 evenly spaced fyp-1024 ground-truth renders (512 frames; detection rate
   / PCK@0.1h / AUC of the video PCK vs another pose on the true box / skeleton-map detection rate):
   plain only 0.564 / 0.438 / 0.680 / 0.07; plain + unsharp 0.672 / 0.513 / 0.726 / 0.09 (watercolor 0.56 -> 0.96,
