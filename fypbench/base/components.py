@@ -204,8 +204,10 @@ class Components:
         return {"text_encoder": self.text_encoder, "vae": self.vae, "unet": self.unet}
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Components:
+        # only the arguments given: diffusers warns on any `dtype=` keyword, even None
+        arguments = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in self.modules().values():
-            module.to(device=device, dtype=dtype)
+            module.to(**arguments)
         return self
 
     def eval(self) -> Components:
