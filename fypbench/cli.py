@@ -308,7 +308,7 @@ def results(
 @app.command("leaderboard")
 def leaderboard(
     run_dir: Annotated[Path, typer.Argument(help="a run directory with results.json")],
-    format: Annotated[str, typer.Option("--format", help="comma-separated: md, csv, tex, html")] = "md,csv,tex,html",
+    format: Annotated[str, typer.Option("--format", help="comma-separated: md, csv, tex, html, png (contact sheet)")] = "md,csv,tex,html,png",
     out: Annotated[Path | None, typer.Option(help="output folder (default RUN_DIR/report)")] = None,
 ) -> None:
     """Leaderboard tables built only from the run's results record."""

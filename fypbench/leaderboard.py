@@ -15,10 +15,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fypbench.errors import UserError
 from fypbench.io import write_text_atomic
 
-FORMATS = ("md", "csv", "tex", "html")
+FORMATS = ("md", "csv", "tex", "html", "png")
 GALLERY_SAMPLES = 8
 COLUMNS = (("clip_score", "CS", 2), ("fc_clip_consecutive", "FC", 2), ("pa", "PA", 2), ("pck_0.1h", "PCK@0.1h", 3))
 SLICE_TAGS = ("motion_source", "motion_class", "motion_split", "combination", "camera")
@@ -211,6 +213,39 @@ def to_html(results: dict[str, Any], run_dir: Path, folder: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
+def contact_sheet(results: dict[str, Any], run_dir: Path, samples: int = 4, scale: int = 2) -> np.ndarray:
+    """One image: for each of the first `samples` run samples, the pose skeleton's frames, then every method's
+    frames (the stored lossless videos, the same sample and seed in every row), labelled; nearest-upscaled."""
+    from PIL import Image, ImageDraw
+
+    from fypbench.media import upscale
+    from fypbench.scoring import load_run_samples
+    from fypbench.videos import read_video
+    from fypbench.world.mini.skeleton import draw_keypose_video
+
+    methods = list(results["table"])
+    chosen = [s for s in load_run_samples(run_dir)
+              if all((run_dir / "videos" / m / f"{s.id}.npz").is_file() for m in methods)][:samples]
+    if not chosen:
+        raise UserError(f"{run_dir}: no sample has a stored video for every method ({', '.join(methods)})")
+    label_width, rows, labels = 150, [], []
+    for sample in chosen:
+        first = read_video(run_dir, methods[0], sample.id)
+        size = first.shape[1]
+        for name, video in [("pose", draw_keypose_video(sample.keypoints, size))] + [
+                (m, read_video(run_dir, m, sample.id)) for m in methods]:
+            rows.append(np.concatenate(list(upscale(np.asarray(video), scale)), axis=1))
+            labels.append(f"{sample.id} {name}" if name == "pose" else f"  {name}")
+    width = max(r.shape[1] for r in rows)
+    sheet = Image.new("RGB", (label_width + width, sum(r.shape[0] for r in rows)), "white")
+    draw, y = ImageDraw.Draw(sheet), 0
+    for row, label in zip(rows, labels):
+        sheet.paste(Image.fromarray(row), (label_width, y))
+        draw.text((4, y + row.shape[0] // 2 - 6), label, fill="black")
+        y += row.shape[0]
+    return np.asarray(sheet)
+
+
 def write_leaderboard(run_dir: str | Path, formats: str = "md,csv,tex", out: str | Path | None = None) -> list[Path]:
     from fypbench.results import read_results
 
@@ -229,6 +264,11 @@ def write_leaderboard(run_dir: str | Path, formats: str = "md,csv,tex", out: str
               "tex": lambda: to_latex(results, run_dir), "html": lambda: to_html(results, run_dir, folder)}
     paths = []
     for f in wanted:
+        if f == "png":
+            from fypbench.media import write_png
+
+            paths.append(write_png(folder / "contact_sheet.png", contact_sheet(results, run_dir)))
+            continue
         path = folder / ("index.html" if f == "html" else f"leaderboard.{f}")
         write_text_atomic(path, render[f]())
         paths.append(path)

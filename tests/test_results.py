@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from fypbench.cli import main
@@ -78,3 +80,26 @@ def test_leaderboard_formats_come_from_the_record_only(scored_run, monkeypatch):
     assert "steady,clip_score," in paths[1].read_text()
     assert r"\begin{tabular}" in paths[2].read_text()
     assert main(["leaderboard", str(run_dir), "--format", "md,pdf"]) == 2
+
+
+def test_contact_sheet_shows_every_method_on_the_same_samples(scored_run, monkeypatch):
+    from PIL import Image
+
+    from fypbench.videos import read_video
+
+    run_dir, metrics = scored_run
+    import fypbench.results as results_module
+
+    monkeypatch.setattr(results_module, "build_results",
+                        lambda run_dir, **kw: build_results(run_dir, metrics=metrics, replicates=100))
+    write_results(run_dir)
+    [path] = write_leaderboard(run_dir, "png")
+    sheet = np.asarray(Image.open(path))
+    first = read_video(run_dir, "flicker", json.loads((run_dir / "run.json").read_text())
+                       ["sample_ids"][0])
+    frames, size = first.shape[0], first.shape[1] * 2
+    # 4 samples x (pose + 3 methods) rows of `frames` upscaled frames, after a 150 px label column
+    assert sheet.shape[:2] == (4 * 4 * size, 150 + frames * size)
+    rows = {m: i for i, m in enumerate(json.loads((run_dir / "results.json").read_text())["table"])}
+    y = (1 + rows["flicker"]) * size  # first sample: the pose row, then the methods in table order
+    assert np.array_equal(sheet[y:y + size:2, 150 + size:150 + 2 * size:2], first[1])
