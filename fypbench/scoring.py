@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ SCORES_DIR = "scores"
 SCORES_FILE = "scores.parquet"
 METRICS_FILE = "metrics.json"
 COVERAGE_FILE = "coverage.json"
+TIMINGS_FILE = "timings.json"
 KEY_COLUMNS = ("method", "sample_id", "metric", "metric_config_hash")
 WORLD_FRAME_SIZE = {"mini": (64, 64)}  # (height, width) every method of the world must store; others: unchecked
 KNOWN_WORLDS = ("mini", "sd")
@@ -227,13 +229,30 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
 
     skipped = sum(1 for method in methods for sample_id in coverage.ok_ids(method) for metric in metrics
                   if (method, sample_id, metric.name, metric.config_hash()) in done)
+    timings: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
     score_videos(run_dir, metrics, samples, methods=methods, done=done, chunk_videos=chunk_videos,
-                 on_chunk=persist, coverage=coverage)
+                 on_chunk=persist, coverage=coverage, timings=timings)
     if not path.is_file():
         _write_scores(path, state["frame"])
+    _append_timings(out_dir / TIMINGS_FILE, {"seconds": round(time.perf_counter() - started, 2),
+                                             "rows": state["new"], "pose_processes": pose_processes,
+                                             "steps": {k: {"seconds": round(v["seconds"], 2), "videos": v["videos"]}
+                                                       for k, v in timings.items()}})
     log(f"{state['new']} rows scored, {skipped} already present (same metric config), "
         f"{len(coverage.problems)} videos not scored (integrity problems)")
     return path
+
+
+def _append_timings(path: Path, session: dict[str, Any]) -> None:
+    """scores/timings.json: one entry per scoring session (wall seconds, rows, seconds per feature step)."""
+    from fypbench.io import write_json_atomic
+
+    try:
+        sessions = json.loads(path.read_text(encoding="utf-8"))["sessions"] if path.is_file() else []
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        sessions = []  # a timing log is diagnostics only: an unreadable one is restarted, never fatal
+    write_json_atomic(path, {"sessions": [*sessions, session]})
 
 
 def _read_definitions(path: Path) -> dict[str, dict[str, Any]]:

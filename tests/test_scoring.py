@@ -63,6 +63,9 @@ def test_scores_then_resume_skips_done_rows(run):
     score_run(run_dir, CLIP_METRICS, samples=samples, embedder=again, log=lambda m: None)
     assert again.frames_embedded == 0 and again.image_calls == 0
     assert pd.read_parquet(path).equals(rows)
+    first, second = json.loads((run_dir / "scores" / "timings.json").read_text())["sessions"]
+    assert first["rows"] == 16 and second["rows"] == 0 and not second["steps"]
+    assert first["steps"] and all(step["videos"] == 8 for step in first["steps"].values()) and first["seconds"] >= 0
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(run):

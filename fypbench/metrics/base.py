@@ -144,17 +144,26 @@ def check_unique_names(metrics: Sequence[Metric]) -> None:
 
 
 def score_items(metrics: Sequence[Metric], items: Sequence[VideoItem],
-                wanted: Callable[[VideoItem, Metric], bool] | None = None) -> list[dict[str, Any]]:
+                wanted: Callable[[VideoItem, Metric], bool] | None = None,
+                timings: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
     """Long-format rows, one per wanted (video, metric): method, sample_id, metric, metric_version,
     metric_config_hash, value and extra (a JSON string). Each distinct feature step runs once, over the
-    videos that at least one wanted metric needs."""
+    videos that at least one wanted metric needs. `timings`, when given, accumulates each step's wall seconds
+    and video count under its key ({"seconds": s, "videos": n})."""
+    import time
+
     check_unique_names(metrics)
     wanted_pairs = [[wanted is None or wanted(item, metric) for metric in metrics] for item in items]
     features: dict[str, dict[int, Any]] = {}
     for key, step in unique_steps(metrics).items():
         users = [j for j, metric in enumerate(metrics) if any(s.key == key for s in metric.steps())]
         indices = [i for i in range(len(items)) if any(wanted_pairs[i][j] for j in users)]
+        started = time.perf_counter()
         outputs = step.run([items[i] for i in indices]) if indices else []
+        if timings is not None and indices:
+            entry = timings.setdefault(key, {"seconds": 0.0, "videos": 0})
+            entry["seconds"] += time.perf_counter() - started
+            entry["videos"] += len(indices)
         if len(outputs) != len(indices):
             raise RuntimeError(f"feature step {key} returned {len(outputs)} outputs for {len(indices)} videos")
         features[key] = dict(zip(indices, outputs))
@@ -177,7 +186,8 @@ ROW_COLUMNS = ("method", "sample_id", "metric", "metric_version", "metric_config
 def score_videos(run_dir: str | os.PathLike, metrics: Sequence[Metric], samples: Sequence[Sample],
                  methods: Sequence[str] | None = None, done: Iterable[tuple[str, str, str, str]] = (),
                  size: tuple[int, int] | None = None, chunk_videos: int = 256,
-                 on_chunk: Callable[[list[dict[str, Any]]], None] | None = None, coverage: Any = None):
+                 on_chunk: Callable[[list[dict[str, Any]]], None] | None = None, coverage: Any = None,
+                 timings: dict[str, dict[str, float]] | None = None):
     """Score every usable stored video of `methods` (default: all stored) for `samples`.
 
     Runs the integrity check first (its per-method counts go to `df.attrs["coverage"]`, its problems to
@@ -209,7 +219,8 @@ def score_videos(run_dir: str | os.PathLike, metrics: Sequence[Metric], samples:
     for start in range(0, len(jobs), chunk_videos):
         items = [VideoItem(method, by_id[sample_id], read_video(run_dir, method, sample_id))
                  for method, sample_id in jobs[start:start + chunk_videos]]
-        chunk_rows = score_items(metrics, items, lambda item, metric: wanted(item.method, item.sample_id, metric))
+        chunk_rows = score_items(metrics, items, lambda item, metric: wanted(item.method, item.sample_id, metric),
+                                 timings=timings)
         if on_chunk is not None:
             on_chunk(chunk_rows)
         rows.extend(chunk_rows)
