@@ -115,7 +115,8 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
             "subset": subset, "limit": limit, "sample_ids": [s.id for s in samples], "batch_size": 8,
             "methods": {m: {"config": g.config(), "config_hash": g.config_hash()} for m, g in generators.items()},
             "unavailable": {}, "environment": environment_record(),
-            "ablation": {"preset": preset, "overrides": common, "variants": {n: VARIANTS[n] for n in names}}})
+            "ablation": {"preset": preset, "overrides": common, "variants": {n: VARIANTS[n] for n in names},
+                         "num_inference_steps": (generator_options or {}).get("num_inference_steps")}})
         jobs = shard_jobs(plan_jobs([(m, False) for m in generators], samples, 8), Shard())
         generate(run_dir, generators, samples, jobs)
     score_run(run_dir, world=world, samples=samples, methods=list(generators), log=console.print)
@@ -129,10 +130,18 @@ def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str
 
     lines = ["# Follow-Your-Pose ablation", ""] + [f"{h}  " for h in header_lines(record, run_dir)]
     run = record["run"]
+    ablation = run.get("ablation") or {}
+    steps = {c.get("config", {}).get("num_inference_steps") for c in (run.get("methods") or {}).values()}
+    flags = "".join(f" --set {k}={v}" for k, v in (ablation.get("overrides") or {}).items())
     lines[3] = (f"Produced by: `fypbench ablate --world {run.get('world')}"
                 + (f" --subset {run['subset']}" if run.get("subset") else "")
-                + (f" --limit {run['limit']}" if run.get("limit") else "")
+                + (f" --limit {run['limit']}" if run.get("limit") else "") + flags
+                + (f" --num-inference-steps {ablation['num_inference_steps']}"
+                   if ablation.get("num_inference_steps") else "")
                 + f"`, git {(run.get('environment') or {}).get('git')}  ")
+    lines.insert(4, f"Training preset {ablation.get('preset')}, overrides for every variant: "
+                    f"{ablation.get('overrides') or 'none'}; sampling: DDIM {', '.join(map(str, sorted(steps, key=str)))} "
+                    "steps  ")
     head = ["variant"] + [label for _, label, _ in COLUMNS] + [f"d{label} vs default [95% CI]" for _, label, _ in COLUMNS]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     comparisons = record["paired"].get("comparisons") or {}

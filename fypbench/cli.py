@@ -280,6 +280,8 @@ def ablate(
     overrides: Annotated[list[str] | None, typer.Option("--set", help="override for every variant, key=value")] = None,
     out: Annotated[Path | None, typer.Option(help="markdown table (default results/mini/ablation.md)")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="run directory of the variants' videos and scores")] = None,
+    num_inference_steps: Annotated[int | None, typer.Option(
+        min=1, help="DDIM steps of every variant (default: the followpose preset's); shown in the table")] = None,
 ) -> None:
     """Train (cached) and evaluate Follow-Your-Pose variants: injection, depth, temporal modules, stage 2."""
     from fypbench.ablate import run_ablation
@@ -288,7 +290,8 @@ def ablate(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
     path = run_ablation(variants=variants, world=world, protocol=protocol, limit=limit, subset=subset, preset=preset,
-                        overrides=parse_overrides(overrides or []), out=out, run_dir=run_dir)
+                        overrides=parse_overrides(overrides or []), out=out, run_dir=run_dir,
+                        generator_options={"num_inference_steps": num_inference_steps} if num_inference_steps else None)
     typer.echo(f"written: {path}")
 
 
