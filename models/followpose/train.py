@@ -28,7 +28,7 @@ temporal_attention, conv_temporal, conv_temporal_rank, pooled_group_norm}`. "Sta
 stage-1 export as the weights folder (it loads as the inflated model without temporal modules).
 
 Data: with `data.cache: true` (debug, mini) `data.count` items are rendered once into data.cache_dir and
-encoded once by the base VAE (<output_dir>/latents.npz); with `false` (sd: 512 px, 12-frame clips) each step
+encoded once by the base VAE (<data.cache_dir>/latents-<vae version>.npz); with `false` (sd: 512 px, 12-frame clips) each step
 renders and encodes its own items. Exports (export.dir, default <output_dir>/followpose) are deltas folders
 (`fypbench.models.followpose.generator`: only what the base lacks, plus manifest.json); returns that path.
 Checkpoints hold only the trained tensors, optimiser and step; resuming continues with the same data order.
@@ -177,12 +177,14 @@ def encode_posterior(vae, frames: np.ndarray, batch: int = 128) -> tuple[torch.T
 
 
 class CachedItems:
-    """Rendered items and their VAE posteriors, encoded once (float16 in <output_dir>/latents.npz)."""
+    """Rendered items and their VAE posteriors, encoded once per (data, VAE): float16 in the data cache folder
+    (`latents-<vae version>.npz`), so runs that share data and VAE (ablation variants) share the encoding."""
 
     def __init__(self, data: Mapping[str, Any], stage: int, vae, vae_version: str, output_dir: Path,
                  log: Callable[[str], None]):
         self.frames, self.keypoints, self.captions = render_cache(data, stage, log)
-        path, key_path = output_dir / "latents.npz", output_dir / "latents.json"
+        cache_dir = resolve_path(data["cache_dir"])
+        path, key_path = cache_dir / f"latents-{vae_version}.npz", cache_dir / f"latents-{vae_version}.json"
         key = {"vae": vae_version, "data": json.loads((resolve_path(data["cache_dir"]) / "info.json").read_text())}
         if path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
             with np.load(path) as cached:
@@ -195,7 +197,6 @@ class CachedItems:
                 mean.append(m.half().numpy())
                 std.append(s.half().numpy())
             self.mean, self.std = np.concatenate(mean), np.concatenate(std)
-            output_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 np.savez(tmp, mean=self.mean, std=self.std)
             write_json_atomic(key_path, key)

@@ -82,7 +82,8 @@ def denoising_error(model: FollowPose, base, latents: torch.Tensor, captions: li
 
 def cached_batch(trained, stage: int, count: int = 16):
     tmp = trained["tmp"]
-    latents = np.load(tmp / f"stage{stage}" / "latents.npz")
+    [path] = (tmp / f"cache{stage}").glob("latents-*.npz")  # one encoding per (data, VAE), beside the data
+    latents = np.load(path)
     scaling = float(load_base(trained["s1"]["model.base"]).vae.config.scaling_factor)
     mean = torch.from_numpy(latents["mean"][:count].astype(np.float32)) * scaling
     captions = json.loads((tmp / f"cache{stage}" / "captions.json").read_text())[:count]
@@ -184,10 +185,11 @@ def test_resume_continues_exactly(base, tmp_path):
     straight = recipe.run("debug", tmp_path / "straight", overrides={**values, "train.steps": 6}, stage=1)
     a, b = read_deltas(resumed).tensors, read_deltas(straight).tensors
     # equal up to float rounding: CPU conv backward kernels may sum in another order when buffers are
-    # aligned differently (measured here: ~1e-6 after two steps)
+    # aligned differently (measured here: ~1e-6 after two steps), and the exported deltas are float16, where such
+    # a difference can flip one value by one unit in the last place (~2.4e-5 measured)
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
     assert json.loads((interrupted / "losses.jsonl").read_text().splitlines()[-1])["loss"] == pytest.approx(
         json.loads((tmp_path / "straight" / "losses.jsonl").read_text().splitlines()[-1])["loss"], rel=1e-5)
     checkpoint = torch.load(interrupted / "checkpoint.pt", weights_only=True)
@@ -223,7 +225,7 @@ def test_streamed_data_path_trains(base, tmp_path):
     values = overrides(tmp_path, base, 1, **{"train.steps": 2, "data.cache": False})
     export = recipe.run("debug", tmp_path / "streamed", overrides=values, stage=1)
     assert read_deltas(export).stages == (1,)
-    assert not (tmp_path / "streamed" / "latents.npz").exists()
+    assert not list(tmp_path.rglob("latents*.npz"))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "streamed" / "losses.jsonl").read_text().splitlines()]
     assert len(losses) == 1 and np.isfinite(losses[0])
 
