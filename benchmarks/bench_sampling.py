@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     samples = load_protocol("fyp-1024").samples[: args.samples]
     peak = matmul_peak_gflops()
     print(f"{args.threads} threads; fp32 matmul peak measured: {peak:.0f} GFLOP/s; {len(samples)} samples")
-    print(f"{'method':<14}{'batched s/sample':>18}{'looped s/sample':>17}{'ratio':>8}  identical")
+    print(f"{'method':<14}{'batched s/sample':>18}{'looped s/sample':>17}{'ratio':>8}  max |diff| (uint8)")
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
         options = {} if args.steps is None else {"num_inference_steps": args.steps}
         try:
@@ -104,8 +104,8 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         looped = [looped_gen.generate([sample])[0] for sample in samples]
         looped_s = (time.perf_counter() - start) / len(samples)
-        same = all(np.array_equal(a, b) for a, b in zip(batched, looped))
-        print(f"{name:<14}{batched_s:>18.2f}{looped_s:>17.2f}{looped_s / batched_s:>7.2f}x  {same}")
+        diff = max(int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) for a, b in zip(batched, looped))
+        print(f"{name:<14}{batched_s:>18.2f}{looped_s:>17.2f}{looped_s / batched_s:>7.2f}x  {diff}")
     unet_rates(peak)
 
 
