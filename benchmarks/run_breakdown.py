@@ -53,7 +53,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     run = json.loads((args.run_dir / "run.json").read_text())
     n = len(run["sample_ids"])
-    sources = len({sid[:3] for sid in run["sample_ids"]})  # fyp-1024 ids: s<sequence>p<prompt>
+    from fypbench.scoring import load_run_samples
+
+    sources = len({json.dumps(s.source, sort_keys=True) for s in load_run_samples(args.run_dir)})
     generation = generation_seconds(args.run_dir)
     scoring = scoring_seconds(args.run_dir)
     total = sum(g["seconds"] for g in generation.values()) + sum(s["seconds"] for s in scoring.values())
