@@ -1,6 +1,6 @@
 """`fypbench run`: protocol -> generate -> score, in one resumable, shardable, locked run directory.
 
-    fypbench run --methods reference --limit 16 --out runs/demo
+    fypbench run --methods reference --limit 16 --out runs/demo   (then RUN_DIR/results.json, RUN_DIR/report/)
 
 Same command under `torchrun --standalone --nproc_per_node 2 -m fypbench.cli run ...` or `accelerate launch`
 (RANK/WORLD_SIZE), or as Slurm array tasks with `--shard i/N`: the full job list is split first, then each
@@ -123,6 +123,12 @@ def run_benchmark(options: RunOptions) -> Path:
         score_run(run_dir, **({"metric_names": metric_names} if metric_names else {}), world=options.world,
                   samples=samples, methods=list(generators), pose_processes=max(1, shard.count),
                   log=console.print)
+        from fypbench.leaderboard import write_leaderboard
+        from fypbench.results import write_results
+
+        console.print(f"results: {write_results(run_dir)}")
+        paths = write_leaderboard(run_dir, "md,csv,tex,html")
+        console.print(f"leaderboard: {', '.join(str(p) for p in paths)}")
     return run_dir
 
 

@@ -56,6 +56,12 @@ def test_one_and_two_processes_give_identical_videos_and_scores(single, tmp_path
     assert list(a) == list(b) and len(a) == LIMIT
     assert all(np.array_equal(a[k], b[k]) for k in a)
     pd.testing.assert_frame_equal(_scores(single), _scores(tmp_path))
+    # shard 0 ends the run with the results record and the report built from it
+    for out in (single, tmp_path):
+        record = json.loads((out / "results.json").read_text())
+        assert record["table"]["reference"]["clip_score"]["n_found"] == LIMIT
+        assert "| reference |" in (out / "report" / "leaderboard.md").read_text()
+        assert (out / "report" / "index.html").is_file()
 
 
 def test_sigkill_then_restart_loses_and_duplicates_nothing(single, tmp_path):
