@@ -79,9 +79,8 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     from rich.console import Console
 
     from fypbench.models.followpose.generator import FollowPoseGenerator
-    from fypbench.protocol import load_protocol
+    from fypbench.protocol import load_protocol, select_samples
     from fypbench.registry import WORLDS
-    from fypbench.run_job import select_samples
     from fypbench.results import build_results
     from fypbench.runner import (
         Shard, check_writable, environment_record, generate, plan_jobs, run_lock, shard_jobs, write_run_record,

@@ -230,10 +230,9 @@ def contact_sheet(results: dict[str, Any], run_dir: Path, samples: int = 4, scal
         raise UserError(f"{run_dir}: no sample has a stored video for every method ({', '.join(methods)})")
     label_width, rows, labels = 150, [], []
     for sample in chosen:
-        first = read_video(run_dir, methods[0], sample.id)
-        size = first.shape[1]
-        for name, video in [("pose", draw_keypose_video(sample.keypoints, size))] + [
-                (m, read_video(run_dir, m, sample.id)) for m in methods]:
+        videos = [(m, read_video(run_dir, m, sample.id)) for m in methods]
+        size = videos[0][1].shape[1]
+        for name, video in [("pose", draw_keypose_video(sample.keypoints, size))] + videos:
             rows.append(np.concatenate(list(upscale(np.asarray(video), scale)), axis=1))
             labels.append(f"{sample.id} {name}" if name == "pose" else f"  {name}")
     width = max(r.shape[1] for r in rows)

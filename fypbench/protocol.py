@@ -348,22 +348,26 @@ def _check_keypoints(array: np.ndarray, shape: tuple[int, ...], name: str, at: s
 BUILDERS: dict[str, str] = {"fyp-1024": "fypbench.world.mini.fyp1024:build"}
 
 
-def write_subsets(name: str, folder: str | os.PathLike) -> None:
-    """Write the named subsets a builder defines (its module's `write_subsets`, if any) into folder/subsets/."""
-    import importlib
-
-    module = importlib.import_module(BUILDERS[name].partition(":")[0])
-    if hasattr(module, "write_subsets"):
-        module.write_subsets(folder)
-
-
-def build_protocol(name: str) -> Protocol:
+def _builder(name: str) -> tuple[Any, str]:
+    """The builder module of a built-in protocol and the name of its build function."""
     import importlib
 
     if name not in BUILDERS:
         raise did_you_mean(name, BUILDERS, "protocol builder")
     module_name, _, attr = BUILDERS[name].partition(":")
-    return getattr(importlib.import_module(module_name), attr)()
+    return importlib.import_module(module_name), attr
+
+
+def write_subsets(name: str, folder: str | os.PathLike) -> None:
+    """Write the named subsets a builder defines (its module's `write_subsets`, if any) into folder/subsets/."""
+    module, _ = _builder(name)
+    if hasattr(module, "write_subsets"):
+        module.write_subsets(folder)
+
+
+def build_protocol(name: str) -> Protocol:
+    module, attr = _builder(name)
+    return getattr(module, attr)()
 
 
 SUBSETS_DIR = "subsets"
@@ -404,3 +408,11 @@ def load_subset(protocol: Protocol, name_or_path: str | os.PathLike) -> tuple[st
 def samples_subset(protocol: Protocol, ids: Sequence[str] | None = None, limit: int | None = None) -> list[Sample]:
     samples = protocol.samples if ids is None else [protocol.sample(i) for i in ids]
     return list(samples if limit is None else samples[:limit])
+
+
+def select_samples(protocol: Protocol, subset: str | os.PathLike | None,
+                   limit: int | None) -> tuple[list[Sample], str | None]:
+    """The samples a run uses: the protocol's, or a named subset's (`load_subset`), then the first `limit`;
+    returns them with the subset's name (None without a subset)."""
+    name, ids = load_subset(protocol, subset) if subset else (None, None)
+    return samples_subset(protocol, ids, limit or None), name

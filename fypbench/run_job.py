@@ -53,23 +53,11 @@ def _build_generators(names: list[str], world, method_options: dict[str, dict[st
     return generators, unavailable
 
 
-def select_samples(protocol, subset: str | None, limit: int | None):
-    """The protocol's samples, or a named subset's (protocols/<name>/subsets/), then the first `limit`."""
-    from fypbench.protocol import load_subset
-
-    name = None
-    samples = list(protocol.samples)
-    if subset:
-        name, ids = load_subset(protocol, subset)
-        samples = [protocol.sample(i) for i in ids]
-    return (samples[:limit] if limit else samples), name
-
-
 def run_benchmark(options: RunOptions) -> Path:
     from rich.console import Console
 
     from fypbench import __version__
-    from fypbench.protocol import load_protocol
+    from fypbench.protocol import load_protocol, select_samples
     from fypbench.registry import METHODS, WORLDS
 
     console = Console(stderr=True)

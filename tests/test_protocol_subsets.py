@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from fypbench.errors import UserError
-from fypbench.protocol import load_protocol, load_subset
-from fypbench.run_job import select_samples
+from fypbench.protocol import load_protocol, load_subset, select_samples
 from fypbench.world.mini.fyp1024 import dev128_ids
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -150,8 +151,6 @@ def score_items(metrics: Sequence[Metric], items: Sequence[VideoItem],
     metric_config_hash, value and extra (a JSON string). Each distinct feature step runs once, over the
     videos that at least one wanted metric needs. `timings`, when given, accumulates each step's wall seconds
     and video count under its key ({"seconds": s, "videos": n})."""
-    import time
-
     check_unique_names(metrics)
     wanted_pairs = [[wanted is None or wanted(item, metric) for metric in metrics] for item in items]
     features: dict[str, dict[int, Any]] = {}
