@@ -45,12 +45,12 @@ world_app = _app("Look at a world: render samples as videos.")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(world_app, name="world")
 
-LS_KINDS = ("methods", "protocols", "worlds")
+LS_KINDS = ("methods", "protocols", "worlds", "presets")
 
 
 @app.command("ls")
-def ls(kind: Annotated[str, typer.Argument(help="methods | protocols | worlds")]) -> None:
-    """List registered methods, built-in protocols or worlds (imports nothing heavy)."""
+def ls(kind: Annotated[str, typer.Argument(help="methods | protocols | worlds | presets")]) -> None:
+    """List registered methods, built-in protocols, worlds or run presets (imports nothing heavy)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -75,6 +75,11 @@ def ls(kind: Annotated[str, typer.Argument(help="methods | protocols | worlds")]
         for name in builtin_names():
             header = json.loads((DATA_DIR / name / HEADER_FILE).read_text())
             table.add_row(name, header.get("description", ""))
+    elif kind == "presets":
+        from fypbench.runner import load_run_preset, run_preset_names
+
+        for name in run_preset_names():
+            table.add_row(name, load_run_preset(name)[1]["description"])
     else:
         raise did_you_mean(kind, LS_KINDS, "listing")
     Console().print(table)
@@ -225,6 +230,8 @@ def run(
     config: Annotated[Path | None, typer.Option(help="YAML: methods options, batch_size, previews, metrics")] = None,
     previews: Annotated[int | None, typer.Option(help="samples per method that get mp4/gif previews")] = None,
     score: Annotated[bool, typer.Option(help="score the videos after generating them")] = True,
+    preset: Annotated[str, typer.Option(help="named run preset (fypbench/run_presets/): default | fast; a "
+                                             "non-default one is recorded and named in every table")] = "default",
 ) -> None:
     """Generate every (method, sample) video, then score them: resumable, shardable, locked."""
     from fypbench.run_job import RunOptions, run_benchmark
@@ -232,7 +239,8 @@ def run(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
     options = RunOptions(methods=methods, world=world, protocol=protocol, limit=limit, subset=subset, out=out,
-                         shard=shard, batch_size=batch_size, config=config, previews=previews, score=score)
+                         shard=shard, batch_size=batch_size, config=config, previews=previews, score=score,
+                         preset=preset)
     run_dir = run_benchmark(options)
     typer.echo(f"run directory: {run_dir}")
 

@@ -150,8 +150,8 @@ def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replica
     return {
         "schema_version": SCHEMA_VERSION,
         "run": {k: run.get(k) for k in ("fypbench_version", "world", "protocol", "protocol_path", "protocol_hash",
-                                        "subset", "limit", "batch_size", "methods", "unavailable", "environment",
-                                        "ablation")},
+                                        "subset", "limit", "batch_size", "preset", "methods", "unavailable",
+                                        "environment", "ablation")},
         "n_samples": len(ids),
         "metrics": {metric.name: metric.record() for metric in metrics},
         "bootstrap": {"replicates": replicates, "pooled_replicates": pooled_replicates, "seed": seed,

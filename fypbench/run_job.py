@@ -16,8 +16,8 @@ from typing import Any
 
 from fypbench.errors import UserError
 from fypbench.runner import (
-    Shard, check_writable, environment_record, generate, load_run_config, plan_jobs, resolve_methods, run_lock,
-    shard_jobs, write_run_record,
+    DEFAULT_RUN_PRESET, Shard, check_writable, environment_record, generate, load_run_config, load_run_preset,
+    merge_run_configs, plan_jobs, resolve_methods, run_lock, shard_jobs, write_run_record,
 )
 
 DEFAULT_BATCH_SIZE = 8
@@ -37,6 +37,7 @@ class RunOptions:
     config: Path | None = None
     previews: int | None = None
     score: bool = True
+    preset: str = DEFAULT_RUN_PRESET
 
 
 def _build_generators(names: list[str], world, method_options: dict[str, dict[str, Any]], console):
@@ -61,11 +62,14 @@ def run_benchmark(options: RunOptions) -> Path:
     from fypbench.registry import METHODS, WORLDS
 
     console = Console(stderr=True)
-    config = load_run_config(options.config)
+    preset_config, preset_record = load_run_preset(options.preset)
+    config = merge_run_configs(preset_config, load_run_config(options.config))
     names = resolve_methods(options.methods, METHODS)
     unknown_options = sorted(set(config.get("methods", {})) - set(METHODS.names()))
     if unknown_options:
-        raise UserError(f"{options.config}: 'methods' names unknown method {unknown_options[0]!r}")
+        where = options.config if unknown_options[0] in load_run_config(options.config).get("methods", {}) \
+            else f"run preset {options.preset}"
+        raise UserError(f"{where}: 'methods' names unknown method {unknown_options[0]!r}")
     shard = Shard.parse(options.shard) if options.shard is not None else Shard.from_environment()
     batch_size = options.batch_size or int(config.get("batch_size", DEFAULT_BATCH_SIZE))
     if batch_size < 1:
@@ -76,7 +80,8 @@ def run_benchmark(options: RunOptions) -> Path:
     world = WORLDS.load(options.world)()
     run_dir = Path(options.out) if options.out else Path("runs") / (
         f"{options.world}-{protocol.name}" + (f"-{subset}" if subset else "")
-        + (f"-{options.limit}" if options.limit else ""))
+        + (f"-{options.limit}" if options.limit else "")
+        + (f"-{options.preset}" if options.preset != DEFAULT_RUN_PRESET else ""))
     check_writable(run_dir)
 
     with run_lock(run_dir, shard):
@@ -84,7 +89,7 @@ def run_benchmark(options: RunOptions) -> Path:
         record = {
             "fypbench_version": __version__, "world": options.world, "protocol": protocol.name,
             "protocol_path": str(protocol.path), "protocol_hash": protocol.hash, "subset": subset, "limit": options.limit,
-            "sample_ids": [s.id for s in samples], "batch_size": batch_size,
+            "sample_ids": [s.id for s in samples], "batch_size": batch_size, "preset": preset_record,
             "methods": {name: {"config": g.config(), "config_hash": g.config_hash()}
                         for name, g in generators.items()},
             "unavailable": unavailable, "environment": environment_record(),

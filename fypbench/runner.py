@@ -224,6 +224,17 @@ def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
         for key in ("protocol_hash", "world", "sample_ids"):
             if previous.get(key) != record.get(key):
                 raise UserError(f"{path}: this run directory holds a run with another {key}; use another --out")
+        # stored videos are skipped when present, so a method's settings must not change under them
+        before = previous.get("methods") or {}
+        for name, entry in (record.get("methods") or {}).items():
+            if name in before and before[name].get("config_hash") != entry.get("config_hash"):
+                raise UserError(f"{path}: this run directory holds {name} videos made with other settings "
+                                f"(config hash {before[name].get('config_hash')}, now {entry.get('config_hash')}); "
+                                "use another --out")
+        record = {**record, "methods": {**before, **(record.get("methods") or {})},
+                  "unavailable": {k: v for k, v in {**(previous.get("unavailable") or {}),
+                                                    **(record.get("unavailable") or {})}.items()
+                                  if k not in (record.get("methods") or {})}}
     write_json_atomic(path, record)
 
 
@@ -243,7 +254,7 @@ def shard_dict(shard: Shard) -> dict[str, int]:
 CONFIG_KEYS = ("methods", "batch_size", "previews", "metrics")
 
 
-def load_run_config(path: Path | None) -> dict[str, Any]:
+def load_run_config(path: Path | None, extra_keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """Optional YAML: {methods: {name: {option: value}}, batch_size, previews, metrics}; unknown keys refused."""
     if path is None:
         return {}
@@ -257,13 +268,51 @@ def load_run_config(path: Path | None) -> dict[str, Any]:
         raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    known = CONFIG_KEYS + extra_keys
+    unknown = sorted(set(config) - set(known))
     if unknown:
-        raise UserError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(CONFIG_KEYS)})")
+        raise UserError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
     methods = config.get("methods", {})
     if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
         raise UserError(f"{path}: 'methods' must map method names to option mappings")
     return config
+
+
+# Named run presets: run configs shipped with the package (fypbench/run_presets/<name>.yaml). "default" = every
+# method's own default preset; any other departs from it and is recorded and shown as such.
+RUN_PRESET_DIR = Path(__file__).resolve().parent / "run_presets"
+DEFAULT_RUN_PRESET = "default"
+
+
+def run_preset_names() -> list[str]:
+    return [DEFAULT_RUN_PRESET] + sorted(p.stem for p in RUN_PRESET_DIR.glob("*.yaml"))
+
+
+def load_run_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run config, record) of a named preset; the record ({name, description}) goes into run.json."""
+    if name == DEFAULT_RUN_PRESET:
+        return {}, {"name": DEFAULT_RUN_PRESET, "description": "every method's default preset"}
+    path = RUN_PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        from fypbench.errors import did_you_mean
+
+        raise did_you_mean(name, run_preset_names(), "run preset")
+    config = load_run_config(path, extra_keys=("description",))
+    description = str(config.pop("description", "")).strip()
+    if not description:
+        raise UserError(f"{path}: a run preset needs a 'description' (it heads every leaderboard built from it)")
+    return config, {"name": name, "description": description}
+
+
+def merge_run_configs(preset: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The preset's run config with a --config file on top (method options merged option by option)."""
+    merged = {**preset, **{k: v for k, v in config.items() if k != "methods"}}
+    methods = {name: dict(options) for name, options in preset.get("methods", {}).items()}
+    for name, options in config.get("methods", {}).items():
+        methods[name] = {**methods.get(name, {}), **options}
+    if methods:
+        merged["methods"] = methods
+    return merged
 
 
 def resolve_methods(text: str, registry) -> list[str]:

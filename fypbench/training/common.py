@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import math
 import os
 import shlex
 import subprocess
@@ -40,8 +41,10 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_PREFIX = "package:"
 CHECKPOINT_NAME = "checkpoint.pt"
 # Config fields that may change between a checkpoint and its resumption (they do not change what is trained).
+# The learning-rate tail may change too, so that a finished run can be extended and annealed ("train longer, then
+# decay"): the steps already taken are unchanged and a fresh run with the new values takes the same path.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.log_every", "data.workers", "export.dir",
-                     "export.vae_dir", "export.float16")
+                     "export.vae_dir", "export.float16", "train.lr_decay_start", "train.lr_final_ratio")
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -358,6 +361,23 @@ def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
 
 
+def warmup_constant_cosine(warmup_steps: int, decay_start: int | None, total_steps: int,
+                           final_ratio: float = 0.0) -> Callable[[int], float]:
+    """Linear warm-up, constant, then (from `decay_start`, when given) a cosine down to `final_ratio` at the end."""
+    warmup = warmup_constant(warmup_steps)
+    if decay_start is None:
+        return warmup
+    if not 0 <= decay_start < total_steps:
+        raise UserError(f"train.lr_decay_start={decay_start} must lie in [0, train.steps={total_steps})")
+
+    def factor(step: int) -> float:
+        if step < decay_start:
+            return warmup(step)
+        progress = min(1.0, (step + 1 - decay_start) / (total_steps - decay_start))
+        return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
 @dataclass
 class LoopResult:
     final_step: int
@@ -395,7 +415,10 @@ class TrainingLoop:
         self.optimizer = torch.optim.AdamW(self.parameters, lr=float(train["lr"]),
                                            betas=tuple(train["betas"]), weight_decay=float(train["weight_decay"]),
                                            eps=1e-8)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant(int(train["warmup_steps"])))
+        decay_start = train.get("lr_decay_start")
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant_cosine(
+            int(train["warmup_steps"]), None if decay_start is None else int(decay_start), int(train["steps"]),
+            float(train.get("lr_final_ratio", 0.0))))
         self.ema = EMA(self.parameters, float(train["ema_decay"])) if float(train["ema_decay"]) > 0 else None
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
 

@@ -16,6 +16,7 @@ from fypbench.training.common import (
     per_sample_randn,
     process_batch,
     resolve_path,
+    warmup_constant_cosine,
 )
 
 SYNTHETIC = "tests.training.synthetic:Squares"
@@ -90,3 +91,14 @@ def test_cached_dataset_renders_once_and_reuses(tmp_path):
 def test_package_paths():
     assert resolve_path("package:weights/mini/base").parts[-4:] == ("fypbench", "weights", "mini", "base")
     assert str(resolve_path("runs/x")) == "runs/x"
+
+
+def test_lr_schedule_warms_up_holds_then_anneals():
+    factor = warmup_constant_cosine(10, 100, 200, final_ratio=0.05)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == 1.0 and factor(99) == 1.0
+    tail = [factor(step) for step in range(100, 200)]
+    assert all(a >= b for a, b in zip(tail, tail[1:])) and tail[0] > 0.99
+    assert tail[-1] == pytest.approx(0.05) and factor(150) == pytest.approx(0.05 + 0.95 * 0.5, abs=0.02)
+    assert warmup_constant_cosine(10, None, 200)(150) == 1.0
+    with pytest.raises(UserError, match="lr_decay_start=200"):
+        warmup_constant_cosine(10, 200, 200)
