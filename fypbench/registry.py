@@ -60,6 +60,8 @@ METHODS.register("followpose", "fypbench.models.followpose.generator:FollowPoseG
                  "Follow-Your-Pose: inflated base UNet + pose encoder, two-stage training, DDIM + CFG, pose in both branches")
 METHODS.register("followpose-stage1", "fypbench.models.followpose.generator:FollowPoseStage1Generator",
                  "Follow-Your-Pose after stage 1 only: 2D base + pose encoder, each frame sampled independently")
+METHODS.register("base-no-pose", "fypbench.models.followpose.generator:BaseNoPoseGenerator",
+                 "The base text-to-image model per frame without pose (floor row; paired with followpose-stage1)")
 METHODS.register("controlnet", "fypbench.baselines.controlnet:ControlNetGenerator",
                  "ControlNet (OpenPose-18), per frame, shared initial noise; sd: lllyasviel/sd-controlnet-openpose")
 METHODS.register("t2i-adapter", "fypbench.baselines.t2i_adapter:T2IAdapterGenerator",

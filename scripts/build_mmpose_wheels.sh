@@ -3,8 +3,11 @@
 # then install the extra from it:
 #   bash scripts/build_mmpose_wheels.sh [WHEELHOUSE]        (default: ~/.cache/fypbench/wheelhouse)
 #   SKIP_INSTALL=1 bash scripts/build_mmpose_wheels.sh       (build only)
-# Run it inside the project's environment (scripts/setup.sh creates .venv). Wheels already in the wheelhouse are
-# reused. Why each one is built here (../shared/reference/dependencies.md has the measurements):
+# Run it inside the environment that should get the extra (it installs setuptools<81, cython and ninja there, and
+# mmpose's own dependencies); to keep the main .venv as the tests expect it, use a second one, e.g.
+#   python3.11 -m venv .venv-mmpose && . .venv-mmpose/bin/activate && pip install -e ".[test]" \
+#     && pip install --no-deps mediapipe==0.10.14 && bash scripts/build_mmpose_wheels.sh
+# Wheels already in the wheelhouse are reused. Why each one is built here (../shared/reference/dependencies.md has the measurements):
 # - mmcv 2.1.0 (mmdet 3.3.0 rejects 2.2; mmpose imports mmcv.ops, so mmcv-lite is not enough) is source-only, and
 #   its setup.py hard-codes -std=c++17 while torch 2.14's headers require C++20. ~8-10 min on 2 cores.
 # - chumpy 0.70 (declared by mmpose, never imported) only builds without build isolation.

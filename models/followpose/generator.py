@@ -292,6 +292,7 @@ class FollowPoseGenerator(Generator):
     name = "followpose"
     needs = Needs()
     per_frame = False
+    inject_pose = True
 
     def __init__(self, base: str | os.PathLike, weights: str | os.PathLike | None = None, *,
                  checkpoint: str | os.PathLike | None = None, pose_encoder: str | os.PathLike | None = None,
@@ -447,7 +448,7 @@ class FollowPoseGenerator(Generator):
                                [s.seed for s in samples], num_inference_steps=self.num_inference_steps,
                                guidance_scale=self.guidance_scale, negative_prompt=self.negative_prompt,
                                batch_size=self.batch_size, per_frame=self.per_frame,
-                               shared_noise=self.noise == "shared")
+                               shared_noise=self.noise == "shared", inject_pose=self.inject_pose)
 
 
 class FollowPoseStage1Generator(FollowPoseGenerator):
@@ -455,3 +456,18 @@ class FollowPoseStage1Generator(FollowPoseGenerator):
 
     name = "followpose-stage1"
     per_frame = True
+
+
+class BaseNoPoseGenerator(FollowPoseStage1Generator):
+    """The pose floor: the base text-to-image model, every frame sampled independently, no pose at all.
+
+    It is `followpose-stage1` with pose injection off, which is exactly the 2D base UNet (tested), so the two rows are
+    paired: same prompts, same initial noise, only the pose features differ. The trained pose encoder is loaded
+    (it comes in the same deltas folder) and never called.
+    """
+
+    name = "base-no-pose"
+    inject_pose = False
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "mode": "per-frame, no pose", "pose_map": "none (pose injection off)"}

@@ -14,6 +14,7 @@ from fypbench.base import build_components, load_base, save_pipeline
 from fypbench.errors import UserError
 from fypbench.generator import MethodUnavailable
 from fypbench.models.followpose.generator import (
+    BaseNoPoseGenerator,
     FollowPoseGenerator,
     FollowPoseStage1Generator,
     base_identity,
@@ -193,3 +194,23 @@ def test_per_frame_without_pose_is_the_2d_base_pipeline(world, samples, frame_mo
         image = pipe(prompt=[sample.prompt], negative_prompt=[""], latents=noise[None, :, f], num_inference_steps=2,
                      guidance_scale=4.0, height=SIZE, width=SIZE, output_type="np").images
         assert close(ours[f], to_uint8(image)[0]), f
+
+
+def test_base_no_pose_generator_is_that_pipeline_and_ignores_the_pose(world, samples, frame_model):
+    """The `base-no-pose` method (the leaderboard's pose floor) = stage-1 per-frame sampling with pose injection off:
+    the same noise as followpose-stage1, the pose has no effect."""
+    from fypbench.models.followpose.pipeline import generate_videos
+
+    floor = BaseNoPoseGenerator.from_world(world, **OPTIONS)
+    sample, other = samples[0], samples[1]
+    moved = replace(sample, keypoints=other.keypoints, openpose=other.openpose)
+    ours, ours_moved = floor.generate([sample, moved])
+    c = frame_model.components
+    expected = generate_videos(frame_model.model.unet, frame_model.model.pose_encoder, c.vae, c.text_encoder,
+                               c.tokenizer, c.scheduler, [sample.prompt], [frame_model.pose_video(sample)],
+                               [sample.seed], num_inference_steps=2, guidance_scale=4.0, per_frame=True,
+                               inject_pose=False)[0]
+    assert np.array_equal(ours, ours_moved) and close(ours, expected)
+    posed = frame_model.generate([sample])[0]
+    assert not close(ours, posed)  # the paired stage-1 row differs only by the pose features
+    assert floor.config()["pose_map"].startswith("none") and floor.config()["noise"] == "independent"
