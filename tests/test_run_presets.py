@@ -60,6 +60,8 @@ def test_a_run_directory_refuses_a_method_with_other_settings(tmp_path: Path):
 
     recorded = json.loads((tmp_path / "run.json").read_text())
     assert set(recorded["methods"]) == {"controlnet", "reference"}  # the earlier methods stay recorded
+    with pytest.raises(UserError, match="run preset 'default', not 'fast'"):
+        write_run_record(tmp_path, {**_record({"reference": "r"}), "preset": {"name": "fast"}})
 
 
 def test_leaderboard_header_names_a_departing_preset():
