@@ -138,9 +138,11 @@ def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str
                 + (f" --num-inference-steps {ablation['num_inference_steps']}"
                    if ablation.get("num_inference_steps") else "")
                 + f"`, git {(run.get('environment') or {}).get('git')}  ")
+    bases = sorted({str(c.get("config", {}).get("base")) for c in (run.get("methods") or {}).values()})
     lines.insert(4, f"Training preset {ablation.get('preset')}, overrides for every variant: "
                     f"{ablation.get('overrides') or 'none'}; sampling: DDIM {', '.join(map(str, sorted(steps, key=str)))} "
-                    "steps  ")
+                    f"steps; base model {', '.join(bases)}  ")
+    lines = [line for line in lines if not line.startswith("Run preset:")]  # the line above states the settings
     head = ["variant"] + [label for _, label, _ in COLUMNS] + [f"d{label} vs default [95% CI]" for _, label, _ in COLUMNS]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     comparisons = record["paired"].get("comparisons") or {}
