@@ -61,8 +61,9 @@ if have "xtcocotools-1.14.3+np2-*.whl"; then
 else
   log "xtcocotools 1.14.3: rebuilding against numpy 2 as 1.14.3+np2"
   src="$(fetch_sdist xtcocotools==1.14.3)"
-  grep -q "1.14.3" "$src/setup.py" || { log "xtcocotools setup.py does not name 1.14.3; check the recipe"; exit 1; }
-  sed -i "s/version='1.14.3'/version='1.14.3+np2'/; s/version=\"1.14.3\"/version=\"1.14.3+np2\"/" "$src/setup.py"
+  version_file="$src/xtcocotools/version.py"  # setup.py reads __version__ / short_version from it
+  grep -q "__version__ = '1.14.3'" "$version_file" || { log "$version_file does not set 1.14.3; check the recipe"; exit 1; }
+  sed -i "s/__version__ = '1.14.3'/__version__ = '1.14.3+np2'/" "$version_file"
   "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELHOUSE" "$src"
   have "xtcocotools-1.14.3+np2-*.whl" || { log "the xtcocotools wheel is not named 1.14.3+np2; check the recipe"; exit 1; }
 fi
