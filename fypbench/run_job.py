@@ -63,12 +63,12 @@ def run_benchmark(options: RunOptions) -> Path:
 
     console = Console(stderr=True)
     preset_config, preset_record = load_run_preset(options.preset)
-    config = merge_run_configs(preset_config, load_run_config(options.config))
+    user_config = load_run_config(options.config)
+    config = merge_run_configs(preset_config, user_config)
     names = resolve_methods(options.methods, METHODS)
     unknown_options = sorted(set(config.get("methods", {})) - set(METHODS.names()))
     if unknown_options:
-        where = options.config if unknown_options[0] in load_run_config(options.config).get("methods", {}) \
-            else f"run preset {options.preset}"
+        where = options.config if unknown_options[0] in user_config.get("methods", {}) else f"run preset {options.preset}"
         raise UserError(f"{where}: 'methods' names unknown method {unknown_options[0]!r}")
     shard = Shard.parse(options.shard) if options.shard is not None else Shard.from_environment()
     batch_size = options.batch_size or int(config.get("batch_size", DEFAULT_BATCH_SIZE))

@@ -224,8 +224,8 @@ def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
         for key in ("protocol_hash", "world", "sample_ids"):
             if previous.get(key) != record.get(key):
                 raise UserError(f"{path}: this run directory holds a run with another {key}; use another --out")
-        preset_before = (previous.get("preset") or {}).get("name", "default")
-        preset_now = (record.get("preset") or {}).get("name", "default")
+        preset_before = (previous.get("preset") or {}).get("name", DEFAULT_RUN_PRESET)
+        preset_now = (record.get("preset") or {}).get("name", DEFAULT_RUN_PRESET)
         if preset_before != preset_now:
             raise UserError(f"{path}: this run directory holds a run with run preset {preset_before!r}, not "
                             f"{preset_now!r}; use another --out")
