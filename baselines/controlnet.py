@@ -608,7 +608,7 @@ class PoseControlTraining:
     @classmethod
     def prepare(cls, config: dict[str, Any], output_dir: Path, accelerator, log: Callable[[str], None],
                 style: str) -> PoseControlTraining:
-        from fypbench.base.components import sha256_file
+        from fypbench.base.components import vae_identity
         from fypbench.training.base import encode_latents, tokenize
         from fypbench.training.common import resolve_path
 
@@ -622,8 +622,7 @@ class PoseControlTraining:
         base_version = folder_identity(base_dir)
         with accelerator.main_process_first():
             images, keypoints, captions = pose_pair_cache(config["data"], log)
-            vae_file = base_dir / "vae" / "diffusion_pytorch_model.safetensors"
-            key = {"vae": sha256_file(vae_file) if vae_file.exists() else base_version,
+            key = {"vae": vae_identity(base_dir) or base_version,
                    "data": json.loads((resolve_path(config["data"]["cache_dir"]) / "info.json").read_text())}
             latent_mean, latent_std = encode_latents(components.vae, images, output_dir / "latents.npz", key, log)
         size = int(images.shape[1])

@@ -59,18 +59,19 @@ def main_rows(results: dict[str, Any]) -> list[list[str]]:
 def header_lines(results: dict[str, Any], run_dir: Path) -> list[str]:
     run = results["run"]
     env = run.get("environment") or {}
-    preset = run.get("preset") or {}
+    preset = run.get("preset") or {}  # absent in records written before run presets existed
+    departs = preset.get("name", "default") != "default"
     return [f"Run: `{run_dir}` - world {run.get('world')}, protocol {run.get('protocol')} "
             f"(hash {str(run.get('protocol_hash'))[:16]})"
             + (f", subset {run['subset']}" if run.get("subset") else "") + f", {results['n_samples']} samples",
             f"Produced by: `fypbench run --world {run.get('world')} --protocol {run.get('protocol')}"
-            + (f" --preset {preset['name']}" if preset.get("name", "default") != "default" else "")
+            + (f" --preset {preset['name']}" if departs else "")
             + (f" --subset {run['subset']}" if run.get("subset") else "")
             + (f" --limit {run['limit']}" if run.get("limit") else "") + f" --out {run_dir}` then "
             f"`fypbench leaderboard {run_dir}`, git {env.get('git', 'unknown')}",
             f"Run preset: {preset.get('name', 'default')}"
             + (f" (departs from the methods' defaults: {preset.get('description')})"
-               if preset.get("name", "default") != "default" else " (every method's default)"),
+               if departs else " (every method's default)"),
             f"Method presets: " + "; ".join(f"{m}: {c.get('config', {}).get('preset', 'default')}"
                                             for m, c in (run.get("methods") or {}).items()),
             "95 % percentile bootstrap CIs over sample ids "

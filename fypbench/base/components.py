@@ -301,6 +301,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def vae_identity(folder: str | Path) -> str | None:
+    """sha256 of a pipeline folder's VAE weights (latent caches depend on the VAE alone), None without that file."""
+    path = Path(folder) / "vae" / "diffusion_pytorch_model.safetensors"
+    return sha256_file(path) if path.is_file() else None
+
+
 def file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` (relative POSIX paths), the manifest excluded."""
     return {p.relative_to(folder).as_posix(): sha256_file(p)

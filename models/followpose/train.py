@@ -28,8 +28,8 @@ temporal_attention, conv_temporal, conv_temporal_rank, pooled_group_norm}`. "Sta
 stage-1 export as the weights folder (it loads as the inflated model without temporal modules).
 
 Data: with `data.cache: true` (debug, mini) `data.count` items are rendered once into data.cache_dir and
-encoded once by the base VAE (<data.cache_dir>/latents-<vae version>.npz); with `false` (sd: 512 px, 12-frame clips) each step
-renders and encodes its own items. Exports (export.dir, default <output_dir>/followpose) are deltas folders
+encoded once by the base VAE (<data.cache_dir>/latents-<VAE weights hash>.npz); with `false` (sd: 512 px,
+12-frame clips) each step renders and encodes its own items. Exports (export.dir, default <output_dir>/followpose) are deltas folders
 (`fypbench.models.followpose.generator`: only what the base lacks, plus manifest.json); returns that path.
 Checkpoints hold only the trained tensors, optimiser and step; resuming continues with the same data order.
 """
@@ -178,14 +178,15 @@ def encode_posterior(vae, frames: np.ndarray, batch: int = 128) -> tuple[torch.T
 
 class CachedItems:
     """Rendered items and their VAE posteriors, encoded once per (data, VAE): float16 in the data cache folder
-    (`latents-<vae version>.npz`), so runs that share data and VAE (ablation variants) share the encoding."""
+    (`latents-<VAE weights hash>.npz`), so runs that share data and VAE (ablation variants, a retrained base
+    on the same VAE) share the encoding."""
 
-    def __init__(self, data: Mapping[str, Any], stage: int, vae, vae_version: str, output_dir: Path,
-                 log: Callable[[str], None]):
+    def __init__(self, data: Mapping[str, Any], stage: int, vae, vae_version: str, log: Callable[[str], None]):
         self.frames, self.keypoints, self.captions = render_cache(data, stage, log)
         cache_dir = resolve_path(data["cache_dir"])
-        path, key_path = cache_dir / f"latents-{vae_version}.npz", cache_dir / f"latents-{vae_version}.json"
-        key = {"vae": vae_version, "data": json.loads((resolve_path(data["cache_dir"]) / "info.json").read_text())}
+        name = f"latents-{vae_version[:16]}"
+        path, key_path = cache_dir / f"{name}.npz", cache_dir / f"{name}.json"
+        key = {"vae": vae_version, "data": json.loads((cache_dir / "info.json").read_text())}
         if path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
             with np.load(path) as cached:
                 self.mean, self.std = cached["mean"], cached["std"]
@@ -275,14 +276,15 @@ class StageObjective(nn.Module):
 
 # ----------------------------------------------------------------------------------------------- building
 def load_frozen_base(base: str, device: torch.device):
-    """The base pipeline (float32, eval, every module frozen) and its identity."""
-    from fypbench.base.components import load_base
+    """The base pipeline (float32, eval, every module frozen), its identity and its VAE's (the latent cache key)."""
+    from fypbench.base.components import load_base, vae_identity
 
     folder = resolve_base_folder(resolve_path(base))
     components = load_base(folder, device=device)
     for module in components.modules().values():
         module.requires_grad_(False).eval()
-    return components, base_identity(folder)
+    version = base_identity(folder)
+    return components, version, vae_identity(folder) or version
 
 
 def followpose_config(section: Mapping[str, Any], stage: int, where: str) -> dict[str, Any]:
@@ -329,7 +331,7 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     if timestep_mode not in TIMESTEP_SAMPLINGS:
         raise UserError(f"{where}: loss.timesteps {timestep_mode!r}: expected one of {', '.join(TIMESTEP_SAMPLINGS)}")
 
-    components, base_version = load_frozen_base(str(model_section["base"]), device)
+    components, base_version, vae_version = load_frozen_base(str(model_section["base"]), device)
     fields = followpose_config(model_section["followpose"], stage, where)
     stage1_record = None
     if stage == 1:
@@ -366,7 +368,7 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
 
     with accelerator.main_process_first():
         if bool(data["cache"]):
-            items: CachedItems | StreamedItems = CachedItems(data, stage, components.vae, base_version, output_dir, log)
+            items: CachedItems | StreamedItems = CachedItems(data, stage, components.vae, vae_version, log)
         else:
             items = StreamedItems(data, stage, components.vae)
     size = int(data["kwargs"]["size"])
