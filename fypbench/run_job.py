@@ -4,7 +4,9 @@
 
 Same command under `torchrun --standalone --nproc_per_node 2 -m fypbench.cli run ...` or `accelerate launch`
 (RANK/WORLD_SIZE), or as Slurm array tasks with `--shard i/N`: the full job list is split first, then each
-process skips its finished jobs (fypbench/runner.py).
+process skips its finished jobs (fypbench/runner.py). Each shard then scores its own videos into a scores part
+(fypbench.scoring, `part=`); shard 0 waits for every video and every other shard's part, scores what is left (a
+dead shard's videos) and folds the parts into scores/scores.parquet, then writes results.json and the report.
 """
 
 from __future__ import annotations
@@ -84,7 +86,14 @@ def run_benchmark(options: RunOptions) -> Path:
         + (f"-{options.preset}" if options.preset != DEFAULT_RUN_PRESET else ""))
     check_writable(run_dir)
 
+    metric_names = config.get("metrics")
+    score_options = {"metric_names": metric_names} if metric_names else {}
+    part = f"shard-{shard.index}-of-{shard.count}"
     with run_lock(run_dir, shard):
+        if options.score and shard.count > 1:
+            from fypbench.scoring import part_done_path
+
+            part_done_path(run_dir, part).unlink(missing_ok=True)  # set again once this shard's part is scored
         generators, unavailable = _build_generators(names, world, config.get("methods", {}), console)
         record = {
             "fypbench_version": __version__, "world": options.world, "protocol": protocol.name,
@@ -104,16 +113,27 @@ def run_benchmark(options: RunOptions) -> Path:
         console.print(f"generation done in {time.perf_counter() - started:.1f} s (shard {shard}): "
                       + ", ".join(f"{m} +{report.generated.get(m, 0)} ({report.seconds.get(m, 0.0):.1f} s)"
                                   for m in generators))
+        if options.score and generators and shard.count > 1 and jobs:
+            # every shard scores its own videos at once, in parallel with the others (one detector process
+            # each); shard 0 then scores what is left and folds the parts
+            from fypbench.scoring import part_done_path, score_run
+
+            mine = {(job.method, sid) for job in jobs for sid in job.sample_ids}
+            score_run(run_dir, **score_options, world=options.world, samples=samples, methods=list(generators),
+                      pairs=mine, part=part, pose_processes=1, log=console.print)
+            marker = part_done_path(run_dir, part)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("done\n", encoding="utf-8")
     if options.score and generators:
         if shard.index != 0:
-            console.print(f"shard {shard}: generation done; shard 0 scores the whole run")
+            console.print(f"shard {shard}: generation and its own scores done; shard 0 folds the scores")
             return run_dir
         if shard.count > 1:
             _wait_for_all_videos(run_dir, list(generators), samples, console)
+            _wait_for_shard_parts(run_dir, shard, console)
         from fypbench.scoring import score_run
 
-        metric_names = config.get("metrics")
-        score_run(run_dir, **({"metric_names": metric_names} if metric_names else {}), world=options.world,
+        score_run(run_dir, **score_options, world=options.world,
                   samples=samples, methods=list(generators), pose_processes=max(1, shard.count),
                   log=console.print)
         from fypbench.leaderboard import write_leaderboard
@@ -151,6 +171,25 @@ def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, console, po
             return
         if not announced:
             console.print(f"waiting for the other shards: {len(pending)} videos still to come")
+            announced = True
+        time.sleep(poll_s)
+
+
+def _wait_for_shard_parts(run_dir: Path, shard: Shard, console, poll_s: float = 5.0) -> None:
+    """Shard 0 folds the parts once every other shard has scored its own videos, or holds its lock no more (a
+    shard that died: shard 0 scores its videos itself)."""
+    from fypbench.runner import shard_active
+    from fypbench.scoring import part_done_path
+
+    others = [Shard(i, shard.count) for i in range(1, shard.count)]
+    announced = False
+    while True:
+        pending = [o for o in others if not part_done_path(run_dir, f"shard-{o.index}-of-{o.count}").is_file()
+                   and shard_active(run_dir, o)]
+        if not pending:
+            return
+        if not announced:
+            console.print(f"waiting for {len(pending)} shard(s) to score their own videos")
             announced = True
         time.sleep(poll_s)
 

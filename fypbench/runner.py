@@ -135,6 +135,20 @@ def run_lock(run_dir: Path, shard: Shard) -> Iterator[None]:
             handle.close()
 
 
+def shard_active(run_dir: Path, shard: Shard) -> bool:
+    """Whether a live process holds `shard`'s lock (a shard that died or has not started holds nothing)."""
+    path = run_dir / LOCK_DIR / f"shard-{shard.index}-of-{shard.count}.lock"
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 # ---------------------------------------------------------------------------------------------- provenance
 
 

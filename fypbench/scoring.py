@@ -27,14 +27,21 @@ Output, in RUN_DIR/scores/:
   metrics.json    every metric definition ever scored into scores.parquet, by config hash (model ids, weight
                   hashes, preprocessing, clamping, thresholds): what the rows' hashes mean.
   coverage.json   the last integrity check: per method expected / ok / each problem kind, and the problems.
+  timings.json    one entry per scoring session: wall seconds, rows, seconds per feature step.
+  parts/          shard-local scoring (`part=`): a sharded `fypbench run` scores each shard's own videos right
+                  after its generation, in parallel, into parts/<part>.parquet (+ <part>.timings.json, and
+                  <part>.done once finished); shard 0 then scores what is left and folds every part into
+                  scores.parquet and timings.json. read_scores() reads scores.parquet and any part not folded
+                  yet, one row per key (scores.parquet wins).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,7 @@ SCORES_FILE = "scores.parquet"
 METRICS_FILE = "metrics.json"
 COVERAGE_FILE = "coverage.json"
 TIMINGS_FILE = "timings.json"
+PARTS_DIR = "parts"
 KEY_COLUMNS = ("method", "sample_id", "metric", "metric_config_hash")
 WORLD_FRAME_SIZE = {"mini": (64, 64)}  # (height, width) every method of the world must store; others: unchecked
 KNOWN_WORLDS = ("mini", "sd")
@@ -122,15 +130,30 @@ def scores_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / SCORES_DIR / SCORES_FILE
 
 
-def read_scores(run_dir: str | os.PathLike):
-    """The run's scores as a DataFrame (empty with the row columns when nothing was scored yet)."""
+def parts_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / SCORES_DIR / PARTS_DIR
+
+
+def part_done_path(run_dir: str | os.PathLike, part: str) -> Path:
+    """The marker a shard writes once its part is scored (shard 0 waits for it before folding the parts)."""
+    return parts_dir(run_dir) / f"{part}.done"
+
+
+def _empty_scores():
     import pandas as pd
 
     from fypbench.metrics.base import ROW_COLUMNS
 
-    path = scores_path(run_dir)
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in ROW_COLUMNS})
+
+
+def _read_scores_file(path: Path):
+    import pandas as pd
+
+    from fypbench.metrics.base import ROW_COLUMNS
+
     if not path.is_file():
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in ROW_COLUMNS})
+        return _empty_scores()
     try:
         frame = pd.read_parquet(path)
     except Exception as error:  # pyarrow raises several types for a damaged file
@@ -139,6 +162,29 @@ def read_scores(run_dir: str | os.PathLike):
     if missing:
         raise UserError(f"{path}: not a scores file (columns {', '.join(missing)} missing)")
     return frame[list(ROW_COLUMNS)]
+
+
+def _concat_unique(frames: Sequence[Any]):
+    """Rows of `frames` in order, one per key (the first wins)."""
+    import pandas as pd
+
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _empty_scores()
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return frame.drop_duplicates(subset=list(KEY_COLUMNS), keep="first").reset_index(drop=True)
+
+
+def _part_files(run_dir: str | os.PathLike) -> list[Path]:
+    folder = parts_dir(run_dir)
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def read_scores(run_dir: str | os.PathLike):
+    """The run's scores as a DataFrame (empty with the row columns when nothing was scored yet): scores.parquet
+    plus the rows of shard parts not folded into it yet (one row per key; scores.parquet's wins)."""
+    return _concat_unique([_read_scores_file(scores_path(run_dir))]
+                          + [_read_scores_file(path) for path in _part_files(run_dir)])
 
 
 def _write_scores(path: Path, frame) -> None:
@@ -152,19 +198,23 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
               world: str | None = None, clip_weights: str | os.PathLike | None = None, pose_processes: int = 1,
               rescore: bool = False, samples: Sequence[Sample] | None = None, methods: Sequence[str] | None = None,
               pose_detector: Any = None, embedder: Any = None, chunk_videos: int = 64,
+              pairs: Collection[tuple[str, str]] | None = None, part: str | None = None,
               log: Callable[[str], None] = print) -> Path:
     """Score every stored video of the run into RUN_DIR/scores/scores.parquet; returns that path.
 
     world: "mini" or "sd" (default: run.json's "world", else "mini"). samples: the run's samples (default:
     from run.json). methods: default every method with stored videos. pose_detector: a
     fypbench.metrics.pose.DetectorSpec (default: the world's). embedder: a CLIP embedder overriding the world's
-    (tests). Bad input (missing run dir, unknown metric, missing weights, unreadable run.json) raises UserError.
+    (tests). pairs: score only these (method, sample_id) videos. part: a shard's name; its new rows go to
+    scores/parts/<part>.parquet (returned) and nothing shared is rewritten but metrics.json, so shards score at
+    once; without `part`, every part is folded into scores.parquet (rows, timings) and removed. Bad input
+    (missing run dir, unknown metric, missing weights, unreadable run.json, rescore of a part) raises UserError.
     """
     import pandas as pd
 
     from fypbench.metrics import build_metrics
     from fypbench.metrics.base import ROW_COLUMNS, score_videos
-    from fypbench.videos import integrity_check, stored_methods
+    from fypbench.videos import Coverage, integrity_check, stored_methods
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -174,49 +224,70 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
         raise UserError(f"--pose-processes must be >= 1, got {pose_processes}")
     if chunk_videos < 1:
         raise ValueError(f"chunk_videos must be >= 1, got {chunk_videos}")
+    if part is not None and rescore:
+        raise UserError("rescore folds every shard part first: run it without a part")
     if world is None:
         world = str(read_run_file(run_dir).get("world", "mini")) if (run_dir / RUN_FILE).is_file() else "mini"
     if world not in KNOWN_WORLDS:
         raise did_you_mean(world, KNOWN_WORLDS, "world")
     samples = list(samples) if samples is not None else load_run_samples(run_dir)
-    if not samples:
-        raise UserError(f"{run_dir}: the run has no samples to score")
     stored = stored_methods(run_dir)
     methods = list(methods) if methods is not None else stored
+    if pairs is not None:
+        pairs = {(str(m), str(sid)) for m, sid in pairs}
+        methods = [m for m in methods if any(pm == m for pm, _ in pairs)]
+        samples = [s for s in samples if any((m, s.id) in pairs for m in methods)]
+    if not samples:
+        raise UserError(f"{run_dir}: the run has no samples to score")
     if not methods:
         raise UserError(f"{run_dir / 'videos'}: no stored videos (run `fypbench run` first)")
     for method in methods:
         if method not in stored:
             raise did_you_mean(method, stored, f"method with stored videos in {run_dir}")
 
-    coverage = integrity_check(run_dir, methods, samples, size=WORLD_FRAME_SIZE.get(world))
-    log(f"integrity check of {run_dir}:\n{coverage.summary()}")
+    size = WORLD_FRAME_SIZE.get(world)
+    if pairs is None:
+        coverage = integrity_check(run_dir, methods, samples, size=size)
+    else:  # each method checked on its own samples only: the other shards' videos may still be on their way
+        coverage = Coverage({m: integrity_check(run_dir, [m], [s for s in samples if (m, s.id) in pairs],
+                                                size=size).methods[m] for m in methods})
+    log(f"integrity check of {run_dir}{f' ({part})' if part else ''}:\n{coverage.summary()}")
     metrics = build_metrics(names, world, clip_weights=clip_weights, pose_detector=pose_detector,
                             pose_processes=pose_processes, embedder=embedder)
     out_dir = run_dir / SCORES_DIR
-    path = out_dir / SCORES_FILE
-    existing = read_scores(run_dir)
+    folded: list[tuple[Path, os.stat_result]] = []
+    if part is None:
+        path, timings_path = out_dir / SCORES_FILE, out_dir / TIMINGS_FILE
+        folded = [(p, p.stat()) for p in _part_files(run_dir)]
+        existing = _concat_unique([_read_scores_file(path)] + [_read_scores_file(p) for p, _ in folded])
+        own = existing
+    else:
+        path, timings_path = parts_dir(run_dir) / f"{part}.parquet", parts_dir(run_dir) / f"{part}.timings.json"
+        existing = read_scores(run_dir)
+        own = _read_scores_file(path)
     current = {(m.name, m.config_hash()) for m in metrics}
     if rescore and not existing.empty:
         redo = [(row.metric, row.metric_config_hash) in current and row.method in methods
                 for row in existing.itertuples(index=False)]
         dropped = int(sum(redo))
         existing = existing[[not r for r in redo]].reset_index(drop=True)
+        own = existing
         log(f"rescore: dropped {dropped} existing rows of the requested metrics")
     done = set(existing[list(KEY_COLUMNS)].itertuples(index=False, name=None))
 
     from fypbench.io import write_json_atomic
 
-    write_json_atomic(out_dir / COVERAGE_FILE, {"world": world, "methods": methods, "counts": coverage.counts(),
-                                                "problems": [vars(p) for p in coverage.problems]})
+    if part is None:
+        write_json_atomic(out_dir / COVERAGE_FILE, {"world": world, "methods": methods, "counts": coverage.counts(),
+                                                    "problems": [vars(p) for p in coverage.problems]})
     definitions = _read_definitions(out_dir / METRICS_FILE)
     for metric in metrics:
         definitions.setdefault(metric.name, {})[metric.config_hash()] = metric.record()
     write_json_atomic(out_dir / METRICS_FILE, definitions)
 
-    state = {"frame": existing, "new": 0}
-    if rescore:
-        _write_scores(path, existing)
+    state = {"frame": own, "new": 0}
+    if rescore or folded:
+        _write_scores(path, own)
 
     def persist(rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -228,20 +299,42 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
         log(f"scored {state['new']} new rows -> {path}")
 
     skipped = sum(1 for method in methods for sample_id in coverage.ok_ids(method) for metric in metrics
-                  if (method, sample_id, metric.name, metric.config_hash()) in done)
+                  if (method, sample_id, metric.name, metric.config_hash()) in done
+                  and (pairs is None or (method, sample_id) in pairs))
     timings: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
     score_videos(run_dir, metrics, samples, methods=methods, done=done, chunk_videos=chunk_videos,
-                 on_chunk=persist, coverage=coverage, timings=timings)
+                 on_chunk=persist, coverage=coverage, timings=timings, pairs=pairs)
     if not path.is_file():
         _write_scores(path, state["frame"])
-    _append_timings(out_dir / TIMINGS_FILE, {"seconds": round(time.perf_counter() - started, 2),
-                                             "rows": state["new"], "pose_processes": pose_processes,
-                                             "steps": {k: {"seconds": round(v["seconds"], 2), "videos": v["videos"]}
-                                                       for k, v in timings.items()}})
+    session = {"seconds": round(time.perf_counter() - started, 2), "rows": state["new"],
+               "pose_processes": pose_processes, **({"part": part} if part else {}),
+               "steps": {k: {"seconds": round(v["seconds"], 2), "videos": v["videos"]} for k, v in timings.items()}}
+    _append_timings(timings_path, session)
+    for part_path, seen in folded:  # folded into scores.parquet above; a part rewritten since is kept
+        _fold_part_timings(part_path, timings_path)
+        with contextlib.suppress(FileNotFoundError):
+            now = part_path.stat()
+            if (now.st_mtime_ns, now.st_size) == (seen.st_mtime_ns, seen.st_size):
+                part_path.unlink()
+    if folded:
+        log(f"folded {len(folded)} shard part(s) into {path}")
     log(f"{state['new']} rows scored, {skipped} already present (same metric config), "
         f"{len(coverage.problems)} videos not scored (integrity problems)")
     return path
+
+
+def _fold_part_timings(part_path: Path, timings_path: Path) -> None:
+    part_timings = part_path.with_name(part_path.name.removesuffix(".parquet") + ".timings.json")
+    if not part_timings.is_file():
+        return
+    try:
+        sessions = json.loads(part_timings.read_text(encoding="utf-8"))["sessions"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        sessions = []
+    for session in sessions:
+        _append_timings(timings_path, session)
+    part_timings.unlink(missing_ok=True)
 
 
 def _append_timings(path: Path, session: dict[str, Any]) -> None:

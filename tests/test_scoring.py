@@ -98,6 +98,45 @@ def test_rescoring_another_configuration_keeps_videos_untouched(run):
     assert len(read_scores(run_dir)) == len(rows)  # replaced, not duplicated
 
 
+def test_shard_parts_are_scored_apart_then_folded_into_one_file(run, tmp_path_factory):
+    import shutil
+
+    run_dir, samples = run
+    whole = tmp_path_factory.mktemp("whole")
+    shutil.copytree(run_dir / "videos", whole / "videos")
+    score_run(whole, CLIP_METRICS, samples=samples, embedder=_stub(), log=lambda m: None)
+
+    first = {("steady", "s0"), ("steady", "s1"), ("flicker", "s3")}
+    second = {(m, s.id) for m in ("steady", "flicker") for s in samples} - first - {("flicker", "s2")}
+    for part, pairs in (("shard-0-of-2", first), ("shard-1-of-2", second)):
+        embedder = _stub()
+        path = score_run(run_dir, CLIP_METRICS, samples=samples, embedder=embedder, pairs=pairs, part=part,
+                         log=lambda m: None)
+        assert path == run_dir / "scores" / "parts" / f"{part}.parquet"
+        assert embedder.frames_embedded == 3 * len(pairs)  # only its own videos
+    assert not (run_dir / "scores" / "scores.parquet").exists() and not (run_dir / "scores" / COVERAGE_FILE).exists()
+    assert len(read_scores(run_dir)) == 2 * 7  # both parts are read before they are folded
+
+    embedder = _stub()
+    score_run(run_dir, CLIP_METRICS, samples=samples, embedder=embedder, log=lambda m: None)
+    assert embedder.frames_embedded == 3  # the one video no part scored
+    assert not list((run_dir / "scores" / "parts").iterdir())
+    keys = ["method", "sample_id", "metric"]
+    folded = pd.read_parquet(run_dir / "scores" / "scores.parquet").sort_values(keys).reset_index(drop=True)
+    expected = pd.read_parquet(whole / "scores" / "scores.parquet").sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(folded, expected)
+    sessions = json.loads((run_dir / "scores" / "timings.json").read_text())["sessions"]
+    assert sorted(s.get("part", "") for s in sessions) == ["", "shard-0-of-2", "shard-1-of-2"]
+    assert sum(s["rows"] for s in sessions) == 2 * 8
+
+
+def test_a_part_cannot_be_rescored(run):
+    run_dir, samples = run
+    with pytest.raises(UserError, match="rescore"):
+        score_run(run_dir, CLIP_METRICS, samples=samples, embedder=_stub(), part="shard-0-of-2", rescore=True,
+                  log=lambda m: None)
+
+
 def test_broken_videos_are_reported_and_skipped(run):
     run_dir, samples = run
     video_paths(run_dir, "flicker", "s2")["frames"].write_bytes(b"not a zip")
