@@ -245,6 +245,18 @@ def run(
     typer.echo(f"run directory: {run_dir}")
 
 
+@app.command("forget")
+def forget(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `fypbench run`")],
+    methods: Annotated[str, typer.Option(help="comma-separated methods to remove from the run")],
+) -> None:
+    """Remove methods' videos, scores and settings from a run, so the next `run --out RUN_DIR` redoes them."""
+    from fypbench.run_job import forget_methods
+
+    names = forget_methods(run_dir, methods, log=typer.echo)
+    typer.echo(f"forgot {', '.join(names)} in {run_dir}; `fypbench run --out {run_dir} ...` regenerates them")
+
+
 @app.command("score")
 def score(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `fypbench run`")],

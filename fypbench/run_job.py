@@ -145,6 +145,47 @@ def run_benchmark(options: RunOptions) -> Path:
     return run_dir
 
 
+def forget_methods(run_dir: str | Path, methods: str, log=print) -> list[str]:
+    """`fypbench forget RUN_DIR --methods a,b`: delete these methods' stored videos, score rows and run.json
+    entries, so that the next `fypbench run --out RUN_DIR` regenerates them (e.g. with retrained weights) while
+    the other methods' videos and scores stay. Holds the run's exclusive lock; results.json and report/ are left
+    as they are until the next run or `fypbench results` rewrites them."""
+    import shutil
+
+    from fypbench.io import write_json_atomic
+    from fypbench.runner import RUN_FILE, read_run_record
+    from fypbench.scoring import _part_files, _read_scores_file, _write_scores, scores_path
+    from fypbench.videos import VIDEOS_DIR, stored_methods
+
+    run_dir = Path(run_dir)
+    record = read_run_record(run_dir)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    known = sorted(set(record.get("methods") or {}) | set(stored_methods(run_dir)))
+    if not names:
+        raise UserError("--methods names no method")
+    for name in names:
+        if name not in known:
+            from fypbench.errors import did_you_mean
+
+            raise did_you_mean(name, known, f"method of {run_dir}")
+    with run_lock(run_dir, Shard(0, 1)):
+        for path in [scores_path(run_dir), *_part_files(run_dir)]:
+            frame = _read_scores_file(path)
+            keep = ~frame["method"].isin(names)
+            if path.is_file() and not keep.all():
+                _write_scores(path, frame[keep].reset_index(drop=True))
+                log(f"{path}: dropped {int((~keep).sum())} rows")
+        record["methods"] = {k: v for k, v in (record.get("methods") or {}).items() if k not in names}
+        write_json_atomic(run_dir / RUN_FILE, record)
+        for name in names:
+            folder = run_dir / VIDEOS_DIR / name
+            if folder.is_dir():
+                count = len(list(folder.glob("*.npz")))
+                shutil.rmtree(folder)
+                log(f"{folder}: removed {count} videos")
+    return names
+
+
 def _remove_broken_videos(run_dir: Path, jobs, samples, console) -> None:
     """Integrity check of this process's finished videos; broken ones are deleted, loudly, and so regenerated."""
     from fypbench.videos import integrity_check, remove_video

@@ -117,3 +117,27 @@ def test_methods_that_cannot_run_are_skipped_loudly_and_recorded(tmp_path):
     assert ran == {"reference"} and skipped == set(METHODS.names()) - {"reference"}
     for name, reason in record["unavailable"].items():
         assert f"SKIPPED {name}" in result.stderr and "fypbench train" in reason
+
+
+def test_forget_removes_a_method_and_the_next_run_redoes_it(single, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(single, run_dir)
+    bad = subprocess.run([sys.executable, "-m", "fypbench.cli", "forget", str(run_dir), "--methods", "refrence"],
+                         capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "did you mean 'reference'" in bad.stderr
+    assert (run_dir / "videos" / "reference").is_dir()
+
+    result = subprocess.run([sys.executable, "-m", "fypbench.cli", "forget", str(run_dir), "--methods", "reference"],
+                            capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (run_dir / "videos" / "reference").exists()
+    assert "reference" not in json.loads((run_dir / "run.json").read_text())["methods"]
+    assert not (pd.read_parquet(run_dir / "scores" / "scores.parquet")["method"] == "reference").any()
+
+    result = _run(run_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = _frames(single), _frames(run_dir)
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(_scores(single), _scores(run_dir))
