@@ -52,15 +52,18 @@ def resolve_variants(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def train_variant(name: str, preset: str, common: dict[str, Any], root: Path) -> Path:
-    """Train (or reuse) one variant; returns its weights folder (stage 2 export, or stage 1 when skipped)."""
+def train_variant(name: str, preset: str, common: dict[str, Any], root: Path, base_version: str) -> Path:
+    """Train (or reuse) one variant; returns its weights folder (stage 2 export, or stage 1 when skipped).
+    The cache keys hold `base_version` (the base model's identity): a retrained base never reuses weights
+    trained on the previous one."""
     from fypbench.registry import RECIPES
 
     stage1_overrides, stage2_overrides = VARIANTS[name]
-    key = config_hash({"preset": preset, "common": common, "stage1": stage1_overrides, "stage2": stage2_overrides})
+    key = config_hash({"preset": preset, "common": common, "stage1": stage1_overrides, "stage2": stage2_overrides,
+                       "base": base_version})
     folder = root / preset / f"{name}-{key}"
     # variants with the same stage-1 settings (default, the stage-2 ablations) share one stage-1 training
-    stage1_key = config_hash({"preset": preset, "common": common, "stage1": stage1_overrides})
+    stage1_key = config_hash({"preset": preset, "common": common, "stage1": stage1_overrides, "base": base_version})
     # rendered + encoded training data depend on the data settings only: shared by every variant
     data_key = config_hash({"preset": preset, "data": {k: v for k, v in common.items() if k.startswith("data.")}})
     stage1 = RECIPES.load(STAGE1)(preset, root / preset / f"stage1-{stage1_key}", True, {
@@ -78,8 +81,9 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
                  run_dir: Path | None = None, generator_options: dict[str, Any] | None = None) -> Path:
     from rich.console import Console
 
-    from fypbench.models.followpose.generator import FollowPoseGenerator
+    from fypbench.models.followpose.generator import FollowPoseGenerator, base_identity, resolve_base_folder
     from fypbench.protocol import load_protocol, select_samples
+    from fypbench.training.common import resolve_path
     from fypbench.registry import WORLDS
     from fypbench.results import build_results
     from fypbench.runner import (
@@ -102,10 +106,11 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     check_writable(out.parent)
     root = cache_root()
     base = common["model.base"] if "model.base" in common else world_obj.base_model()
+    base_version = base_identity(resolve_base_folder(resolve_path(str(base))))
     generators = {}
     for name in names:
-        console.print(f"[bold]variant {name}[/bold]: training (cached in {root})")
-        weights = train_variant(name, preset, common, root)
+        console.print(f"[bold]variant {name}[/bold]: training (cached in {root}, base {base_version})")
+        weights = train_variant(name, preset, common, root, base_version)
         generators[f"followpose-{name}"] = FollowPoseGenerator(base, weights, preset="sd" if world == "sd" else "mini",
                                                                **(generator_options or {}))
     with run_lock(run_dir, Shard()):

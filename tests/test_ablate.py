@@ -29,3 +29,10 @@ def test_debug_ablation_end_to_end(tmp_path, monkeypatch):
                  run_dir=tmp_path / "run", generator_options={"num_inference_steps": 2, "size": 64})
     assert sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir()
                   if not p.name.startswith("data-")) == cached
+
+    # a retrained base in the same folder never reuses weights trained on the previous one
+    save_pipeline(build_components("debug", seed=4), tmp_path / "base")
+    run_ablation(variants="default", limit=2, preset="debug", overrides=common, out=tmp_path / "retrained.md",
+                 run_dir=tmp_path / "run-retrained", generator_options={"num_inference_steps": 2, "size": 64})
+    now = sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir() if not p.name.startswith("data-"))
+    assert len(now) == 2 * len(cached) and set(cached) < set(now)

@@ -346,6 +346,9 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
                                   init_seed=seed)
         stage1_manifest = json.loads((stage1_dir / "manifest.json").read_text())
         stage1_record = {"deltas": deltas.version, "training": stage1_manifest.get("training")}
+        config["model"]["stage1_version"] = deltas.version
+    # Recorded in the checkpoint's config, so resuming on another base model (or stage-1 result) fails loudly.
+    config["model"]["base_version"] = base_version
     check_sizes(arch, components, int(data["kwargs"]["size"]), where)
     components.unet = None  # taken over by the model
     model.to(device)

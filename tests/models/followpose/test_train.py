@@ -198,6 +198,19 @@ def test_resume_continues_exactly(base, tmp_path):
         recipe.run("debug", interrupted, overrides={**values, "train.steps": 8, "train.lr": 1e-4}, stage=1)
 
 
+def test_resume_on_a_changed_base_is_refused(base, tmp_path):
+    import shutil
+
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy)
+    values = {**overrides(tmp_path, copy, 1), "train.steps": 2}
+    recipe.run("debug", tmp_path / "out", overrides=values, stage=1)
+    manifest = copy / "manifest.json"  # the same folder now holds another base (its identity changed)
+    manifest.write_text(manifest.read_text().replace('"version": "', '"version": "retrained-', 1))
+    with pytest.raises(UserError, match="different config.*model.base_version"):
+        recipe.run("debug", tmp_path / "out", overrides={**values, "train.steps": 4}, stage=1)
+
+
 def test_ablations_are_config_overrides(base, tmp_path):
     s1 = overrides(tmp_path, base, 1, **{"train.steps": 2, "model.followpose.injection": "concat",
                                          "model.followpose.depth": 2})
