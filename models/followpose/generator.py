@@ -120,6 +120,18 @@ def is_temporal_key(name: str) -> bool:
     return any(marker in name for marker in TEMPORAL_KEY_MARKERS)
 
 
+def tensors_version(deltas: Deltas, names: Sequence[str]) -> str:
+    """A short id of the named tensors of a deltas folder (names, dtypes, shapes and bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        tensor = deltas.tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
 def delta_names(model, stages: Sequence[int]) -> list[str]:
     """State-dict names of the tensors that `stages` train or create: stage 1 the pose encoder (and concat
     projections); stage 2 attn_temp, norm_temp, conv_temporal (those the model has) and the 2D tensors it
@@ -334,6 +346,9 @@ class FollowPoseGenerator(Generator):
             self.model = build_from_deltas(self.components.unet, deltas, stages, self.per_frame,
                                            base_version=self.base_version)
             self.weights_record: dict[str, Any] = {"deltas": deltas.version, "trained_stages": list(deltas.stages)}
+            if self.per_frame:  # identified by the tensors it loads, so a retrained stage 2 leaves its rows valid
+                self.weights_record = {"stage1_tensors": tensors_version(deltas, delta_names(self.model, (1,))),
+                                       "trained_stages": list(deltas.stages)}
         else:
             self.model = self._load_official(checkpoint, pose_encoder)
         self.model.to(device=self.device, dtype=self.dtype).eval()
@@ -470,4 +485,6 @@ class BaseNoPoseGenerator(FollowPoseStage1Generator):
     inject_pose = False
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "mode": "per-frame, no pose", "pose_map": "none (pose injection off)"}
+        # the pose encoder is loaded but never called: the videos depend on the base alone
+        return {**super().config(), "mode": "per-frame, no pose", "pose_map": "none (pose injection off)",
+                "weights": None}

@@ -129,6 +129,30 @@ def test_stage1_generator_samples_every_frame_independently(world, samples, vide
         FollowPoseGenerator.from_world(world, noise="shared", **OPTIONS)
 
 
+def test_per_frame_rows_are_identified_by_the_tensors_they_load(world, tmp_path):
+    import shutil
+
+    base = world.weights_dir / "base"
+    other = tmp_path / "weights"
+    shutil.copytree(world.weights_dir, other)
+    model = random_model(base)
+    with torch.no_grad():  # a retrained stage 2: new temporal tensors, the same pose encoder
+        for name, parameter in model.named_parameters():
+            if ".attn_temp." in name:
+                parameter.add_(0.1)
+    shutil.rmtree(other / "followpose")
+    save_deltas(model, other / "followpose", stages=(1, 2), base_version=base_identity(base), float16=False)
+    retrained = MiniWorld(weights_dir=other, size=SIZE)
+    hashes = {cls: (cls.from_world(world, **OPTIONS).config_hash(), cls.from_world(retrained, **OPTIONS).config_hash())
+              for cls in (FollowPoseGenerator, FollowPoseStage1Generator, BaseNoPoseGenerator)}
+    assert hashes[FollowPoseGenerator][0] != hashes[FollowPoseGenerator][1]
+    assert hashes[FollowPoseStage1Generator][0] == hashes[FollowPoseStage1Generator][1]
+    assert hashes[BaseNoPoseGenerator][0] == hashes[BaseNoPoseGenerator][1]
+    assert BaseNoPoseGenerator.from_world(world, **OPTIONS).config()["weights"] is None
+    stage1 = FollowPoseStage1Generator.from_world(world, **OPTIONS).config()["weights"]
+    assert len(stage1["stage1_tensors"]) == 16 and stage1["trained_stages"] == [1, 2]
+
+
 def test_stage2_skipped_weights_load_without_temporal_modules(world, samples, tmp_path):
     base = world.weights_dir / "base"
     save_deltas(random_model(base, replace(CONFIG, temporal_attention=False, conv_temporal=False)),
