@@ -154,7 +154,7 @@ def forget_methods(run_dir: str | Path, methods: str, log=print) -> list[str]:
 
     from fypbench.io import write_json_atomic
     from fypbench.runner import RUN_FILE, read_run_record
-    from fypbench.scoring import _part_files, _read_scores_file, _write_scores, scores_path
+    from fypbench.scoring import drop_method_rows
     from fypbench.videos import VIDEOS_DIR, stored_methods
 
     run_dir = Path(run_dir)
@@ -169,12 +169,7 @@ def forget_methods(run_dir: str | Path, methods: str, log=print) -> list[str]:
 
             raise did_you_mean(name, known, f"method of {run_dir}")
     with run_lock(run_dir, Shard(0, 1)):
-        for path in [scores_path(run_dir), *_part_files(run_dir)]:
-            frame = _read_scores_file(path)
-            keep = ~frame["method"].isin(names)
-            if path.is_file() and not keep.all():
-                _write_scores(path, frame[keep].reset_index(drop=True))
-                log(f"{path}: dropped {int((~keep).sum())} rows")
+        drop_method_rows(run_dir, names, log)
         record["methods"] = {k: v for k, v in (record.get("methods") or {}).items() if k not in names}
         write_json_atomic(run_dir / RUN_FILE, record)
         for name in names:

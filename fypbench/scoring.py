@@ -187,6 +187,22 @@ def read_scores(run_dir: str | os.PathLike):
                           + [_read_scores_file(path) for path in _part_files(run_dir)])
 
 
+def drop_method_rows(run_dir: str | os.PathLike, methods: Collection[str], log: Callable[[str], None] = print) -> int:
+    """Remove every score row of `methods` (scores.parquet and unfolded parts); returns the number removed.
+    The caller holds the run's exclusive lock (`fypbench forget`)."""
+    removed = 0
+    for path in [scores_path(run_dir), *_part_files(run_dir)]:
+        if not path.is_file():
+            continue
+        frame = _read_scores_file(path)
+        keep = ~frame["method"].isin(list(methods))
+        if not keep.all():
+            _write_scores(path, frame[keep].reset_index(drop=True))
+            removed += int((~keep).sum())
+            log(f"{path}: dropped {int((~keep).sum())} rows")
+    return removed
+
+
 def _write_scores(path: Path, frame) -> None:
     from fypbench.io import atomic_path
 
