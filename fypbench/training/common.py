@@ -368,7 +368,8 @@ def warmup_constant_cosine(warmup_steps: int, decay_start: int | None, total_ste
     if decay_start is None:
         return warmup
     if not 0 <= decay_start < total_steps:
-        raise UserError(f"train.lr_decay_start={decay_start} must lie in [0, train.steps={total_steps})")
+        raise UserError(f"train.lr_decay_start={decay_start} must lie in [0, train.steps={total_steps}); with fewer "
+                        "steps than the preset's, set it too (e.g. --set train.lr_decay_start=null: no decay)")
 
     def factor(step: int) -> float:
         if step < decay_start:
