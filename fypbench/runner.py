@@ -234,6 +234,10 @@ def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
     """run.json: written at the start of a run (and refreshed by every later run on the same directory)."""
     path = run_dir / RUN_FILE
     previous = json.loads(path.read_text()) if path.is_file() else None
+    # each method records the git revision of the invocation that first recorded its settings (its videos')
+    git_now = (record.get("environment") or {}).get("git")
+    record = {**record, "methods": {name: {**entry, "git": git_now}
+                                    for name, entry in (record.get("methods") or {}).items()}}
     if previous is not None:
         for key in ("protocol_hash", "world", "sample_ids"):
             if previous.get(key) != record.get(key):
@@ -250,7 +254,11 @@ def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
                 raise UserError(f"{path}: this run directory holds {name} videos made with other settings "
                                 f"(config hash {before[name].get('config_hash')}, now {entry.get('config_hash')}); "
                                 "use another --out")
-        record = {**record, "methods": {**before, **(record.get("methods") or {})},
+        git_before = (previous.get("environment") or {}).get("git")
+        before = {name: {**entry, "git": entry.get("git", git_before)} for name, entry in before.items()}
+        now = {name: {**entry, "git": before[name]["git"]} if name in before else entry
+               for name, entry in record["methods"].items()}
+        record = {**record, "methods": {**before, **now},
                   "unavailable": {k: v for k, v in {**(previous.get("unavailable") or {}),
                                                     **(record.get("unavailable") or {})}.items()
                                   if k not in (record.get("methods") or {})}}

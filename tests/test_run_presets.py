@@ -72,3 +72,21 @@ def test_leaderboard_header_names_a_departing_preset():
     assert "--preset fast --subset dev128" in text and "departs from the methods' defaults: DDIM 10 steps" in text
     results["run"]["preset"] = None  # records written before presets existed
     assert "Run preset: default (every method's default)" in "\n".join(header_lines(results, Path("runs/x")))
+
+
+def test_methods_keep_the_revision_that_generated_them(tmp_path: Path):
+    import json
+
+    def record(hashes, git):
+        return {**_record(hashes), "environment": {"git": git}}
+
+    write_run_record(tmp_path, record({"controlnet": "c", "reference": "r"}, "aaa"))
+    write_run_record(tmp_path, record({"reference": "r", "followpose": "f"}, "bbb"))
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert {m: e["git"] for m, e in run["methods"].items()} == {"controlnet": "aaa", "reference": "aaa",
+                                                                  "followpose": "bbb"}
+    results = {"run": run, "n_samples": 1, "bootstrap": {"replicates": 10, "pooled_replicates": 10, "seed": 0}}
+    header = header_lines(results, Path("runs/x"))[1]
+    assert header.endswith("git bbb (videos of controlnet, reference made at git aaa)")
+    run["methods"]["controlnet"]["git"] = run["methods"]["reference"]["git"] = "bbb"
+    assert header_lines(results, Path("runs/x"))[1].endswith("git bbb")
