@@ -75,6 +75,18 @@ def train_variant(name: str, preset: str, common: dict[str, Any], root: Path, ba
         "model.stage1_dir": str(stage1), "export.dir": str(folder / "stage2" / "followpose")})
 
 
+def _check_training_schedules(preset: str, common: dict[str, Any]) -> None:
+    """Both stages' configs with the common overrides, checked before anything trains (unknown keys, an lr tail
+    that does not fit train.steps): one-line UserError instead of a failure after the first variant's stage 1."""
+    from fypbench.training.common import load_config, warmup_constant_cosine
+
+    for recipe in ("followpose_stage1", "followpose_stage2"):
+        train = load_config(recipe, preset, common)["train"]
+        decay_start = train.get("lr_decay_start")
+        warmup_constant_cosine(int(train["warmup_steps"]), None if decay_start is None else int(decay_start),
+                               int(train["steps"]), float(train.get("lr_final_ratio", 0.0)))
+
+
 def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fyp-1024", limit: int | None = None,
                  subset: str | None = "dev128",
                  preset: str = "mini", overrides: dict[str, Any] | None = None, out: Path | None = None,
@@ -99,6 +111,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     proto = load_protocol(protocol)
     samples, subset = select_samples(proto, subset, limit)
     world_obj = WORLDS.load(world)()
+    _check_training_schedules(preset, common)
     run_dir = Path(run_dir) if run_dir else Path("runs") / (
         f"ablate-{world}-{preset}-" + (f"{subset}-" if subset else "") + str(len(samples)))
     out = Path(out) if out else DEFAULT_OUT

@@ -36,3 +36,11 @@ def test_debug_ablation_end_to_end(tmp_path, monkeypatch):
                  run_dir=tmp_path / "run-retrained", generator_options={"num_inference_steps": 2, "size": 64})
     now = sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir() if not p.name.startswith("data-"))
     assert len(now) == 2 * len(cached) and set(cached) < set(now)
+
+
+def test_a_schedule_that_does_not_fit_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("FYPBENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="lr_decay_start=1000 must lie in"):  # the mini stage-2 tail, 200 steps
+        run_ablation(variants="default", limit=2, preset="mini", overrides={"train.steps": 200},
+                     out=tmp_path / "a.md", run_dir=tmp_path / "run")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
