@@ -12,6 +12,7 @@ dead shard's videos) and folds the parts into scores/scores.parquet, then writes
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def run_benchmark(options: RunOptions) -> Path:
 
     metric_names = config.get("metrics")
     score_options = {"metric_names": metric_names} if metric_names else {}
-    part = f"shard-{shard.index}-of-{shard.count}"
+    part = shard.label
     with run_lock(run_dir, shard):
         if options.score and shard.count > 1:
             from fypbench.scoring import part_done_path
@@ -195,39 +196,41 @@ def _remove_broken_videos(run_dir: Path, jobs, samples, console) -> None:
         remove_video(run_dir, problem.method, problem.sample_id)
 
 
-def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, console, poll_s: float = 5.0) -> None:
-    """Shard 0 scores only once every shard's videos exist (a file barrier after generation, off the hot path)."""
-    from fypbench.videos import is_done
-
-    pending = [(m, s.id) for m in methods for s in samples]
+def _wait_until(pending: Callable[[], list], message: Callable[[int], str], console, poll_s: float = 5.0) -> None:
+    """Poll `pending()` until it is empty, saying once what is awaited (a file barrier, off the hot path)."""
     announced = False
-    while True:
-        pending = [(m, sid) for m, sid in pending if not is_done(run_dir, m, sid)]
-        if not pending:
-            return
+    while left := pending():
         if not announced:
-            console.print(f"waiting for the other shards: {len(pending)} videos still to come")
+            console.print(message(len(left)))
             announced = True
         time.sleep(poll_s)
 
 
-def _wait_for_shard_parts(run_dir: Path, shard: Shard, console, poll_s: float = 5.0) -> None:
+def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, console) -> None:
+    """Shard 0 scores only once every shard's videos exist."""
+    from fypbench.videos import is_done
+
+    waiting = [(m, s.id) for m in methods for s in samples]
+
+    def pending() -> list:
+        waiting[:] = [(m, sid) for m, sid in waiting if not is_done(run_dir, m, sid)]
+        return waiting
+
+    _wait_until(pending, lambda n: f"waiting for the other shards: {n} videos still to come", console)
+
+
+def _wait_for_shard_parts(run_dir: Path, shard: Shard, console) -> None:
     """Shard 0 folds the parts once every other shard has scored its own videos, or holds its lock no more (a
     shard that died: shard 0 scores its videos itself)."""
     from fypbench.runner import shard_active
     from fypbench.scoring import part_done_path
 
     others = [Shard(i, shard.count) for i in range(1, shard.count)]
-    announced = False
-    while True:
-        pending = [o for o in others if not part_done_path(run_dir, f"shard-{o.index}-of-{o.count}").is_file()
-                   and shard_active(run_dir, o)]
-        if not pending:
-            return
-        if not announced:
-            console.print(f"waiting for {len(pending)} shard(s) to score their own videos")
-            announced = True
-        time.sleep(poll_s)
+
+    def pending() -> list:
+        return [o for o in others if not part_done_path(run_dir, o.label).is_file() and shard_active(run_dir, o)]
+
+    _wait_until(pending, lambda n: f"waiting for {n} shard(s) to score their own videos", console)
 
 
 def _generate_with_progress(run_dir, generators, samples, jobs, gallery, console):

@@ -69,6 +69,11 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
+    @property
+    def label(self) -> str:
+        """The shard's name in file names: its lock, its scores part."""
+        return f"shard-{self.index}-of-{self.count}"
+
 
 @dataclass(frozen=True)
 class Job:
@@ -120,7 +125,7 @@ def run_lock(run_dir: Path, shard: Shard) -> Iterator[None]:
     handles = []
     try:
         for name, mode in (("run.lock", fcntl.LOCK_EX if shard.count == 1 else fcntl.LOCK_SH),
-                           (f"shard-{shard.index}-of-{shard.count}.lock", fcntl.LOCK_EX)):
+                           (f"{shard.label}.lock", fcntl.LOCK_EX)):
             handle = open(folder / name, "a+")
             handles.append(handle)
             try:
@@ -137,7 +142,7 @@ def run_lock(run_dir: Path, shard: Shard) -> Iterator[None]:
 
 def shard_active(run_dir: Path, shard: Shard) -> bool:
     """Whether a live process holds `shard`'s lock (a shard that died or has not started holds nothing)."""
-    path = run_dir / LOCK_DIR / f"shard-{shard.index}-of-{shard.count}.lock"
+    path = run_dir / LOCK_DIR / f"{shard.label}.lock"
     if not path.is_file():
         return False
     with open(path, "a+") as handle:

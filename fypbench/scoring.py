@@ -333,6 +333,7 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
             now = part_path.stat()
             if (now.st_mtime_ns, now.st_size) == (seen.st_mtime_ns, seen.st_size):
                 part_path.unlink()
+                part_path.with_suffix(".done").unlink(missing_ok=True)
     if folded:
         log(f"folded {len(folded)} shard part(s) into {path}")
     log(f"{state['new']} rows scored, {skipped} already present (same metric config), "
