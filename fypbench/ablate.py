@@ -143,22 +143,27 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
 
 
 def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str]) -> str:
-    from fypbench.leaderboard import COLUMNS, _fmt, header_lines
+    from fypbench.leaderboard import COLUMNS, _fmt, _method_revisions, header_lines
 
     lines = ["# Follow-Your-Pose ablation", ""] + [f"{h}  " for h in header_lines(record, run_dir)]
     run = record["run"]
     ablation = run.get("ablation") or {}
     steps = {c.get("config", {}).get("num_inference_steps") for c in (run.get("methods") or {}).values()}
-    flags = "".join(f" --set {k}={v}" for k, v in (ablation.get("overrides") or {}).items())
+    # values as `--set` parses them back (YAML scalars: null, true, 2e-4), so the command line reruns as written
+    flags = "".join(f" --set {k}={json.dumps(v) if not isinstance(v, str) else v}"
+                    for k, v in (ablation.get("overrides") or {}).items())
+    preset = ablation.get("preset")
     lines[3] = (f"Produced by: `fypbench ablate --world {run.get('world')}"
+                + (f" --preset {preset}" if preset and preset != "mini" else "")
                 + (f" --subset {run['subset']}" if run.get("subset") else "")
                 + (f" --limit {run['limit']}" if run.get("limit") else "") + flags
                 + (f" --num-inference-steps {ablation['num_inference_steps']}"
                    if ablation.get("num_inference_steps") else "")
-                + f"`, git {(run.get('environment') or {}).get('git')}  ")
+                + f"`, git {(run.get('environment') or {}).get('git')}"
+                + _method_revisions(run, run.get("environment") or {}) + "  ")
     bases = sorted({str(c.get("config", {}).get("base")) for c in (run.get("methods") or {}).values()})
     lines.insert(4, f"Training preset {ablation.get('preset')}, overrides for every variant: "
-                    f"{ablation.get('overrides') or 'none'}; sampling: DDIM {', '.join(map(str, sorted(steps, key=str)))} "
+                    f"{json.dumps(ablation.get('overrides')) if ablation.get('overrides') else 'none'}; sampling: DDIM {', '.join(map(str, sorted(steps, key=str)))} "
                     f"steps; base model {', '.join(bases)}  ")
     lines = [line for line in lines if not line.startswith("Run preset:")]  # the line above states the settings
     head = ["variant"] + [label for _, label, _ in COLUMNS] + [f"d{label} vs default [95% CI]" for _, label, _ in COLUMNS]

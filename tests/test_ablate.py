@@ -17,11 +17,14 @@ def test_variant_names_and_default_first():
 def test_debug_ablation_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("FYPBENCH_CACHE", str(tmp_path / "cache"))
     base = save_pipeline(build_components("debug", seed=3), tmp_path / "base")
-    common = {"model.base": str(base), "train.steps": 2, "data.count": 8}
+    common = {"model.base": str(base), "train.steps": 2, "data.count": 8, "train.lr_decay_start": None}
     out = run_ablation(variants="no-stage2", limit=2, preset="debug", overrides=common, out=tmp_path / "ablation.md",
                        run_dir=tmp_path / "run", generator_options={"num_inference_steps": 2, "size": 64})
     table = out.read_text()
     assert "| default |" in table and "| no-stage2 |" in table and "Produced by: `fypbench ablate" in table
+    # the command line reruns as written: values as --set parses them back
+    assert "fypbench ablate --world mini --preset debug --subset dev128 --limit 2 --set data.count=8" in table
+    assert "--set train.lr_decay_start=null --set train.steps=2 --num-inference-steps 2`" in table
     cached = sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir() if not p.name.startswith("data-"))
     # default and no-stage2 share one stage-1 training; only default has a stage-2 folder; reused by a second call
     assert [name.split("-")[0] for name in cached] == ["default", "stage1"]
