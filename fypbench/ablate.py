@@ -143,7 +143,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
 
 
 def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str]) -> str:
-    from fypbench.leaderboard import COLUMNS, _fmt, _method_revisions, header_lines
+    from fypbench.leaderboard import COLUMNS, _fmt, method_revisions, header_lines
 
     lines = ["# Follow-Your-Pose ablation", ""] + [f"{h}  " for h in header_lines(record, run_dir)]
     run = record["run"]
@@ -160,7 +160,7 @@ def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str
                 + (f" --num-inference-steps {ablation['num_inference_steps']}"
                    if ablation.get("num_inference_steps") else "")
                 + f"`, git {(run.get('environment') or {}).get('git')}"
-                + _method_revisions(run, run.get("environment") or {}) + "  ")
+                + method_revisions(run, run.get("environment") or {}) + "  ")
     bases = sorted({str(c.get("config", {}).get("base")) for c in (run.get("methods") or {}).values()})
     lines.insert(4, f"Training preset {ablation.get('preset')}, overrides for every variant: "
                     f"{json.dumps(ablation.get('overrides')) if ablation.get('overrides') else 'none'}; sampling: DDIM {', '.join(map(str, sorted(steps, key=str)))} "
