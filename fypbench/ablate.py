@@ -78,13 +78,10 @@ def train_variant(name: str, preset: str, common: dict[str, Any], root: Path, ba
 def _check_training_schedules(preset: str, common: dict[str, Any]) -> None:
     """Both stages' configs with the common overrides, checked before anything trains (unknown keys, an lr tail
     that does not fit train.steps): one-line UserError instead of a failure after the first variant's stage 1."""
-    from fypbench.training.common import load_config, warmup_constant_cosine
+    from fypbench.training.common import load_config, lr_schedule
 
     for recipe in ("followpose_stage1", "followpose_stage2"):
-        train = load_config(recipe, preset, common)["train"]
-        decay_start = train.get("lr_decay_start")
-        warmup_constant_cosine(int(train["warmup_steps"]), None if decay_start is None else int(decay_start),
-                               int(train["steps"]), float(train.get("lr_final_ratio", 0.0)))
+        lr_schedule(load_config(recipe, preset, common)["train"])
 
 
 def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fyp-1024", limit: int | None = None,
@@ -95,13 +92,13 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
 
     from fypbench.models.followpose.generator import FollowPoseGenerator, base_identity, resolve_base_folder
     from fypbench.protocol import load_protocol, select_samples
-    from fypbench.training.common import resolve_path
     from fypbench.registry import WORLDS
     from fypbench.results import build_results
     from fypbench.runner import (
         Shard, check_writable, environment_record, generate, plan_jobs, run_lock, shard_jobs, write_run_record,
     )
     from fypbench.scoring import score_run
+    from fypbench.training.common import resolve_path
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
@@ -143,7 +140,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
 
 
 def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str]) -> str:
-    from fypbench.leaderboard import COLUMNS, _fmt, method_revisions, header_lines
+    from fypbench.leaderboard import COLUMNS, _fmt, header_lines, method_revisions
 
     lines = ["# Follow-Your-Pose ablation", ""] + [f"{h}  " for h in header_lines(record, run_dir)]
     run = record["run"]
@@ -162,9 +159,9 @@ def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str
                 + f"`, git {(run.get('environment') or {}).get('git')}"
                 + method_revisions(run, run.get("environment") or {}) + "  ")
     bases = sorted({str(c.get("config", {}).get("base")) for c in (run.get("methods") or {}).values()})
-    lines.insert(4, f"Training preset {ablation.get('preset')}, overrides for every variant: "
-                    f"{json.dumps(ablation.get('overrides')) if ablation.get('overrides') else 'none'}; sampling: DDIM {', '.join(map(str, sorted(steps, key=str)))} "
-                    f"steps; base model {', '.join(bases)}  ")
+    overrides = json.dumps(ablation["overrides"]) if ablation.get("overrides") else "none"
+    lines.insert(4, f"Training preset {preset}, overrides for every variant: {overrides}; sampling: DDIM "
+                    f"{', '.join(map(str, sorted(steps, key=str)))} steps; base model {', '.join(bases)}  ")
     lines = [line for line in lines if not line.startswith("Run preset:")]  # the line above states the settings
     head = ["variant"] + [label for _, label, _ in COLUMNS] + [f"d{label} vs default [95% CI]" for _, label, _ in COLUMNS]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

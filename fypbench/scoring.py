@@ -139,6 +139,10 @@ def part_done_path(run_dir: str | os.PathLike, part: str) -> Path:
     return parts_dir(run_dir) / f"{part}.done"
 
 
+def _part_timings_path(run_dir: str | os.PathLike, part: str) -> Path:
+    return parts_dir(run_dir) / f"{part}.timings.json"
+
+
 def _empty_scores():
     import pandas as pd
 
@@ -264,7 +268,8 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
     size = WORLD_FRAME_SIZE.get(world)
     if pairs is None:
         coverage = integrity_check(run_dir, methods, samples, size=size)
-    else:  # each method checked on its own samples only: the other shards' videos may still be on their way
+    else:  # each method on its own samples only (the other shards' videos may still be on their way); the
+        # coverage then limits everything below to `pairs`
         coverage = Coverage({m: integrity_check(run_dir, [m], [s for s in samples if (m, s.id) in pairs],
                                                 size=size).methods[m] for m in methods})
     log(f"integrity check of {run_dir}{f' ({part})' if part else ''}:\n{coverage.summary()}")
@@ -278,7 +283,7 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
         existing = _concat_unique([_read_scores_file(path)] + [_read_scores_file(p) for p, _ in folded])
         own = existing
     else:
-        path, timings_path = parts_dir(run_dir) / f"{part}.parquet", parts_dir(run_dir) / f"{part}.timings.json"
+        path, timings_path = parts_dir(run_dir) / f"{part}.parquet", _part_timings_path(run_dir, part)
         existing = read_scores(run_dir)
         own = _read_scores_file(path)
     current = {(m.name, m.config_hash()) for m in metrics}
@@ -315,12 +320,11 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
         log(f"scored {state['new']} new rows -> {path}")
 
     skipped = sum(1 for method in methods for sample_id in coverage.ok_ids(method) for metric in metrics
-                  if (method, sample_id, metric.name, metric.config_hash()) in done
-                  and (pairs is None or (method, sample_id) in pairs))
+                  if (method, sample_id, metric.name, metric.config_hash()) in done)
     timings: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
     score_videos(run_dir, metrics, samples, methods=methods, done=done, chunk_videos=chunk_videos,
-                 on_chunk=persist, coverage=coverage, timings=timings, pairs=pairs)
+                 on_chunk=persist, coverage=coverage, timings=timings)
     if not path.is_file():
         _write_scores(path, state["frame"])
     session = {"seconds": round(time.perf_counter() - started, 2), "rows": state["new"],
@@ -328,12 +332,13 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
                "steps": {k: {"seconds": round(v["seconds"], 2), "videos": v["videos"]} for k, v in timings.items()}}
     _append_timings(timings_path, session)
     for part_path, seen in folded:  # folded into scores.parquet above; a part rewritten since is kept
-        _fold_part_timings(part_path, timings_path)
+        part_name = part_path.stem
+        _fold_part_timings(_part_timings_path(run_dir, part_name), timings_path)
         with contextlib.suppress(FileNotFoundError):
             now = part_path.stat()
             if (now.st_mtime_ns, now.st_size) == (seen.st_mtime_ns, seen.st_size):
                 part_path.unlink()
-                part_path.with_suffix(".done").unlink(missing_ok=True)
+                part_done_path(run_dir, part_name).unlink(missing_ok=True)
     if folded:
         log(f"folded {len(folded)} shard part(s) into {path}")
     log(f"{state['new']} rows scored, {skipped} already present (same metric config), "
@@ -341,20 +346,18 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
     return path
 
 
-def _fold_part_timings(part_path: Path, timings_path: Path) -> None:
-    part_timings = part_path.with_name(part_path.name.removesuffix(".parquet") + ".timings.json")
+def _fold_part_timings(part_timings: Path, timings_path: Path) -> None:
     if not part_timings.is_file():
         return
     try:
         sessions = json.loads(part_timings.read_text(encoding="utf-8"))["sessions"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         sessions = []
-    for session in sessions:
-        _append_timings(timings_path, session)
+    _append_timings(timings_path, *sessions)
     part_timings.unlink(missing_ok=True)
 
 
-def _append_timings(path: Path, session: dict[str, Any]) -> None:
+def _append_timings(path: Path, *new_sessions: dict[str, Any]) -> None:
     """scores/timings.json: one entry per scoring session (wall seconds, rows, seconds per feature step)."""
     from fypbench.io import write_json_atomic
 
@@ -362,7 +365,7 @@ def _append_timings(path: Path, session: dict[str, Any]) -> None:
         sessions = json.loads(path.read_text(encoding="utf-8"))["sessions"] if path.is_file() else []
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         sessions = []  # a timing log is diagnostics only: an unreadable one is restarted, never fatal
-    write_json_atomic(path, {"sessions": [*sessions, session]})
+    write_json_atomic(path, {"sessions": [*sessions, *new_sessions]})
 
 
 def _read_definitions(path: Path) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -186,10 +186,8 @@ def score_videos(run_dir: str | os.PathLike, metrics: Sequence[Metric], samples:
                  methods: Sequence[str] | None = None, done: Iterable[tuple[str, str, str, str]] = (),
                  size: tuple[int, int] | None = None, chunk_videos: int = 256,
                  on_chunk: Callable[[list[dict[str, Any]]], None] | None = None, coverage: Any = None,
-                 timings: dict[str, dict[str, float]] | None = None,
-                 pairs: Collection[tuple[str, str]] | None = None):
-    """Score every usable stored video of `methods` (default: all stored) for `samples` (only the (method,
-    sample_id) videos in `pairs` when given).
+                 timings: dict[str, dict[str, float]] | None = None):
+    """Score every usable stored video of `methods` (default: all stored) for `samples`.
 
     Runs the integrity check first (its per-method counts go to `df.attrs["coverage"]`, its problems to
     `df.attrs["problems"]`) and scores only videos that pass; a `coverage` (fypbench.videos.Coverage) already
@@ -215,8 +213,7 @@ def score_videos(run_dir: str | os.PathLike, metrics: Sequence[Metric], samples:
         return (method, sample_id, metric.name, hashes[metric.name]) not in done_set
 
     jobs = [(method, sample_id) for method in methods for sample_id in coverage.ok_ids(method)
-            if (pairs is None or (method, sample_id) in pairs)
-            and any(wanted(method, sample_id, metric) for metric in metrics)]
+            if any(wanted(method, sample_id, metric) for metric in metrics)]
     rows: list[dict[str, Any]] = []
     for start in range(0, len(jobs), chunk_videos):
         items = [VideoItem(method, by_id[sample_id], read_video(run_dir, method, sample_id))

@@ -378,6 +378,13 @@ def warmup_constant_cosine(warmup_steps: int, decay_start: int | None, total_ste
         return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return factor
 
+def lr_schedule(train: Mapping[str, Any]) -> Callable[[int], float]:
+    """The lr factor per step of a config's train section (warm-up, constant, optional cosine tail); a tail that
+    does not fit train.steps is a one-line UserError."""
+    decay_start = train.get("lr_decay_start")
+    return warmup_constant_cosine(int(train["warmup_steps"]), None if decay_start is None else int(decay_start),
+                                  int(train["steps"]), float(train.get("lr_final_ratio", 0.0)))
+
 
 @dataclass
 class LoopResult:
@@ -389,6 +396,7 @@ class LoopResult:
     @property
     def seconds_per_step(self) -> float:
         return self.seconds / self.steps_run if self.steps_run else float("nan")
+
 
 
 @dataclass
@@ -416,10 +424,7 @@ class TrainingLoop:
         self.optimizer = torch.optim.AdamW(self.parameters, lr=float(train["lr"]),
                                            betas=tuple(train["betas"]), weight_decay=float(train["weight_decay"]),
                                            eps=1e-8)
-        decay_start = train.get("lr_decay_start")
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant_cosine(
-            int(train["warmup_steps"]), None if decay_start is None else int(decay_start), int(train["steps"]),
-            float(train.get("lr_final_ratio", 0.0))))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule(train))
         self.ema = EMA(self.parameters, float(train["ema_decay"])) if float(train["ema_decay"]) > 0 else None
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
 

@@ -345,10 +345,10 @@ class FollowPoseGenerator(Generator):
             stages = (1,) if self.per_frame else deltas.stages
             self.model = build_from_deltas(self.components.unet, deltas, stages, self.per_frame,
                                            base_version=self.base_version)
-            self.weights_record: dict[str, Any] = {"deltas": deltas.version, "trained_stages": list(deltas.stages)}
-            if self.per_frame:  # identified by the tensors it loads, so a retrained stage 2 leaves its rows valid
-                self.weights_record = {"stage1_tensors": tensors_version(deltas, delta_names(self.model, (1,))),
-                                       "trained_stages": list(deltas.stages)}
+            # per frame, identified by the tensors it loads, so a retrained stage 2 leaves its rows valid
+            loaded = ({"stage1_tensors": tensors_version(deltas, delta_names(self.model, (1,)))} if self.per_frame
+                      else {"deltas": deltas.version})
+            self.weights_record: dict[str, Any] = {**loaded, "trained_stages": list(deltas.stages)}
         else:
             self.model = self._load_official(checkpoint, pose_encoder)
         self.model.to(device=self.device, dtype=self.dtype).eval()
