@@ -326,15 +326,16 @@ class PoseControlledImageGenerator(Generator):
                  components: Components | None = None, control: torch.nn.Module | None = None,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str = "", conditioning_scale: float = 1.0, noise_mode: str = "shared",
-                 batch_size: int = 16, size: int | None = None, device: str = "cpu",
+                 frames_per_batch: int = 16, size: int | None = None, device: str = "cpu",
                  dtype: str | torch.dtype = "float32", preset: str | None = None):
         """world: gives the base model, the method's weights and the frame size (mini world: shipped folders).
         base / weights: explicit pipeline and control folders or hub ids (local cache only); without a world
         they default to the sd checkpoints (`variant`, else `default_variant`). components / control: in-memory
         modules instead of folders. preset: sampler defaults ("mini" or "sd"; default: the world's name, else
         sd). conditioning_scale: ControlNet's controlnet_conditioning_scale / the adapter's
-        adapter_conditioning_scale. noise_mode: "shared" or "independent". batch_size: frames per UNet call
-        (all samples' frames are pooled). size: output side in pixels (default: the world's, else the base's)."""
+        adapter_conditioning_scale. noise_mode: "shared" or "independent". frames_per_batch: frames per UNet
+        call (all samples' frames are pooled; per-frame methods batch frames, the video models' `batch_size`
+        counts samples). size: output side in pixels (default: the world's, else the base's)."""
         if variant is not None and variant not in self.checkpoints:
             raise did_you_mean(variant, self.checkpoints, f"{self.name} variant")
         self.variant = variant
@@ -351,12 +352,12 @@ class PoseControlledImageGenerator(Generator):
             raise UserError(f"{self.name}: num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if noise_mode not in NOISE_MODES:
             raise did_you_mean(noise_mode, NOISE_MODES, f"{self.name} noise mode")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise UserError(f"{self.name}: batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(frames_per_batch, int) or frames_per_batch < 1:
+            raise UserError(f"{self.name}: frames_per_batch must be an integer >= 1, got {frames_per_batch!r}")
         self.negative_prompt = str(negative_prompt)
         self.conditioning_scale = float(conditioning_scale)
         self.noise_mode = noise_mode
-        self.batch_size = batch_size
+        self.frames_per_batch = frames_per_batch
         self.device = torch.device(device)
         self.dtype = parse_dtype(dtype)
 
@@ -452,7 +453,7 @@ class PoseControlledImageGenerator(Generator):
         return int(self.components.unet.config.in_channels), side, side
 
     def generate(self, samples: Sequence[Sample]) -> list[np.ndarray]:
-        """One uint8 (F, size, size, 3) video per sample; frames run in UNet batches of `batch_size`."""
+        """One uint8 (F, size, size, 3) video per sample; frames run in UNet batches of `frames_per_batch`."""
         self.check_inputs(samples)
         prompts: list[str] = []
         maps, latents = [], []
@@ -462,8 +463,8 @@ class PoseControlledImageGenerator(Generator):
             latents.append(frame_latents(sample.seed, sample.num_frames, self.latent_shape, self.noise_mode))
         all_maps, all_latents = np.concatenate(maps), torch.cat(latents)
         frames = []
-        for lo in range(0, len(prompts), self.batch_size):
-            hi = lo + self.batch_size
+        for lo in range(0, len(prompts), self.frames_per_batch):
+            hi = lo + self.frames_per_batch
             frames.append(sample_pose_controlled(
                 self.components, self.control, prompts[lo:hi], all_maps[lo:hi], all_latents[lo:hi],
                 num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,

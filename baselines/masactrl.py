@@ -252,8 +252,8 @@ class MasaCtrlGenerator(Generator):
     `control`: "t2i-adapter" (default) or "controlnet"; the base model and control weights are found as the
     matching per-frame baseline finds them (`world`, or `base=` + `weights=`/`variant=`, or in-memory
     `components=` + `control_module=`). `preset`: "mini" (default), "sd" or "debug"; start_step, start_layer,
-    num_inference_steps and guidance_scale override it. `batch_size` caps the frames per UNet batch (at least
-    one group); `frames_per_chunk` caps a group (source + targets; None = the whole sample).
+    num_inference_steps and guidance_scale override it. `frames_per_batch` caps the frames per UNet batch (at
+    least one group); `frames_per_chunk` caps a group (source + targets; None = the whole sample).
     """
 
     name = METHOD_NAME
@@ -263,7 +263,7 @@ class MasaCtrlGenerator(Generator):
                  control_module: nn.Module | None = None, preset: str = "mini", start_step: int | None = None,
                  start_layer: int | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, negative_prompt: str = "", conditioning_scale: float = 1.0,
-                 batch_size: int = 16, frames_per_chunk: int | None = None, size: int | None = None,
+                 frames_per_batch: int = 16, frames_per_chunk: int | None = None, size: int | None = None,
                  device: str = "cpu", dtype: str | torch.dtype = "float32",
                  expected_layers: int = SD_SELF_ATTENTION_LAYERS) -> None:
         if control not in CONTROLS:
@@ -277,12 +277,12 @@ class MasaCtrlGenerator(Generator):
         self.start_layer = int(chosen.start_layer if start_layer is None else start_layer)
         if self.num_inference_steps < 1 or self.start_step < 0 or self.start_layer < 0:
             raise UserError("masactrl: num_inference_steps must be >= 1, start_step and start_layer >= 0")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise UserError(f"masactrl: batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(frames_per_batch, int) or frames_per_batch < 1:
+            raise UserError(f"masactrl: frames_per_batch must be an integer >= 1, got {frames_per_batch!r}")
         if frames_per_chunk is not None and (not isinstance(frames_per_chunk, int) or frames_per_chunk < 2):
             raise UserError(f"masactrl: frames_per_chunk must be an integer >= 2 (source + a target) or None, "
                             f"got {frames_per_chunk!r}")
-        self.batch_size, self.frames_per_chunk = batch_size, frames_per_chunk
+        self.frames_per_batch, self.frames_per_chunk = frames_per_batch, frames_per_chunk
         self.expected_layers = int(expected_layers)
         # denoising passes run and controlled self-attention calls made (layer x step activations), all passes
         self.stats = {"passes": 0, "controlled_calls": 0}
@@ -296,7 +296,7 @@ class MasaCtrlGenerator(Generator):
                                    control=control_module, num_inference_steps=self.num_inference_steps,
                                    guidance_scale=self.guidance_scale, negative_prompt=negative_prompt,
                                    conditioning_scale=conditioning_scale, noise_mode="shared",
-                                   batch_size=batch_size, size=size, device=device, dtype=dtype,
+                                   frames_per_batch=frames_per_batch, size=size, device=device, dtype=dtype,
                                    preset="sd" if preset == "sd" else "mini")
         self.negative_prompt = self.pose.negative_prompt
         self.conditioning_scale = self.pose.conditioning_scale
@@ -344,11 +344,11 @@ class MasaCtrlGenerator(Generator):
         groups = self._groups(samples)
         start = 0
         while start < len(groups):
-            # consecutive groups of one size share a UNet batch, up to batch_size frames (at least one group)
+            # consecutive groups of one size share a UNet batch, up to frames_per_batch frames (at least one group)
             size = len(groups[start][1])
             stop = start + 1
             while (stop < len(groups) and len(groups[stop][1]) == size
-                   and (stop - start + 1) * size <= self.batch_size):
+                   and (stop - start + 1) * size <= self.frames_per_batch):
                 stop += 1
             batch = groups[start:stop]
             prompts = [samples[i].prompt for i, frame_ids in batch for _ in frame_ids]

@@ -219,7 +219,7 @@ def quality(args: argparse.Namespace) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     video = FollowPoseGenerator.from_world(world, **options)
     per_frame = FollowPoseStage1Generator.from_world(world, **options)
-    shared = FollowPoseStage1Generator.from_world(world, noise="shared", **options)
+    shared = FollowPoseStage1Generator.from_world(world, noise_mode="shared", **options)
 
     def base_no_pose(batch):
         c = per_frame.components

@@ -10,6 +10,7 @@ methods never branch on the world's name.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -67,9 +68,24 @@ class Generator(ABC):
         """Build the method from a world's components (base model, method weights, frame size).
 
         `options` are the method's own keyword arguments (same names on every generator where they mean
-        the same thing: num_inference_steps, guidance_scale, negative_prompt, batch_size, size, device).
+        the same thing: num_inference_steps, guidance_scale, negative_prompt, size, device, dtype; `batch_size`
+        = samples denoised together by the video models, `frames_per_batch` = frames per UNet call by the
+        per-frame methods).
         """
         return cls(world=world, **options)
+
+    @classmethod
+    def option_names(cls) -> frozenset[str] | None:
+        """The keyword options `from_world` accepts (None: it cannot tell, its constructor takes **kwargs)."""
+        names: set[str] = set()
+        for function in (cls.from_world, cls.__init__):
+            parameters = list(inspect.signature(function).parameters.values())
+            names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+                break  # from_world names everything it takes; the constructor's names are not reachable
+        else:
+            return None
+        return frozenset(names - {"self", "world"})
 
     @abstractmethod
     def config(self) -> dict[str, Any]:

@@ -43,17 +43,38 @@ class RunOptions:
     preset: str = DEFAULT_RUN_PRESET
 
 
-def _build_generators(names: list[str], world, method_options: dict[str, dict[str, Any]], console):
+def check_method_options(method_options: dict[str, dict[str, Any]], where: Callable[[str], str]) -> None:
+    """Refuse an option a method does not take, before anything is loaded or written. `where(method)` names
+    the file (or run preset) that set the method's options."""
+    from fypbench.errors import did_you_mean
+    from fypbench.registry import METHODS
+
+    for method, options in method_options.items():
+        accepted = METHODS.load(method).option_names()
+        unknown = sorted(set(options) - accepted) if accepted is not None else []
+        if unknown:
+            error = did_you_mean(unknown[0], accepted, f"{method} option")
+            raise UserError(f"{where(method)}: methods.{method}: {error}")
+
+
+def _build_generators(names: list[str], world, method_options: dict[str, dict[str, Any]], console,
+                      where: Callable[[str], str]):
     from fypbench.generator import MethodUnavailable
     from fypbench.registry import METHODS
 
     generators, unavailable = {}, {}
     for name in names:
+        options = method_options.get(name, {})
         try:
-            generators[name] = METHODS.load(name).from_world(world, **method_options.get(name, {}))
+            generators[name] = METHODS.load(name).from_world(world, **options)
         except MethodUnavailable as exc:
             unavailable[name] = str(exc)
             console.print(f"[bold red]SKIPPED {name}[/bold red]: {exc}")
+        except (TypeError, ValueError) as exc:
+            if not options:
+                raise
+            # an option of the right name but a value the method cannot take (e.g. a string for a step count)
+            raise UserError(f"{where(name)}: methods.{name}: {exc}") from None
     return generators, unavailable
 
 
@@ -69,10 +90,13 @@ def run_benchmark(options: RunOptions) -> Path:
     user_config = load_run_config(options.config)
     config = merge_run_configs(preset_config, user_config)
     names = resolve_methods(options.methods, METHODS)
-    unknown_options = sorted(set(config.get("methods", {})) - set(METHODS.names()))
-    if unknown_options:
-        where = options.config if unknown_options[0] in user_config.get("methods", {}) else f"run preset {options.preset}"
-        raise UserError(f"{where}: 'methods' names unknown method {unknown_options[0]!r}")
+    def where(method: str) -> str:
+        return str(options.config) if method in user_config.get("methods", {}) else f"run preset {options.preset}"
+
+    unknown_methods = sorted(set(config.get("methods", {})) - set(METHODS.names()))
+    if unknown_methods:
+        raise UserError(f"{where(unknown_methods[0])}: 'methods' names unknown method {unknown_methods[0]!r}")
+    check_method_options(config.get("methods", {}), where)
     shard = Shard.parse(options.shard) if options.shard is not None else Shard.from_environment()
     batch_size = options.batch_size or int(config.get("batch_size", DEFAULT_BATCH_SIZE))
     if batch_size < 1:
@@ -81,6 +105,8 @@ def run_benchmark(options: RunOptions) -> Path:
     protocol = load_protocol(options.protocol)
     samples, subset = select_samples(protocol, options.subset, options.limit)
     world = WORLDS.load(options.world)()
+    # built before the run directory is touched: a bad option value leaves nothing on disk
+    generators, unavailable = _build_generators(names, world, config.get("methods", {}), console, where)
     run_dir = Path(options.out) if options.out else Path("runs") / (
         f"{options.world}-{protocol.name}" + (f"-{subset}" if subset else "")
         + (f"-{options.limit}" if options.limit else "")
@@ -95,7 +121,6 @@ def run_benchmark(options: RunOptions) -> Path:
             from fypbench.scoring import part_done_path
 
             part_done_path(run_dir, part).unlink(missing_ok=True)  # set again once this shard's part is scored
-        generators, unavailable = _build_generators(names, world, config.get("methods", {}), console)
         record = {
             "fypbench_version": __version__, "world": options.world, "protocol": protocol.name,
             "protocol_path": str(protocol.path), "protocol_hash": protocol.hash, "subset": subset, "limit": options.limit,

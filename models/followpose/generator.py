@@ -9,8 +9,8 @@ guidance, pose features in both CFG branches, batched over samples; a sample's i
 
 `followpose-stage1` (FollowPoseStage1Generator): the stage-1-only model sampled per frame: every frame is
 generated independently by the 2D base UNet + the trained pose encoder (no temporal modules, no stage-2
-weights), from its own slice of the same noise tensor (`noise="independent"`) or from frame 0's slice for
-every frame (`noise="shared"`). It is the per-frame comparison row of the frame-consistency claim.
+weights), from its own slice of the same noise tensor (`noise_mode="independent"`) or from frame 0's slice for
+every frame (`noise_mode="shared"`). It is the per-frame comparison row of the frame-consistency claim.
 
 Where the weights come from:
 - mini world (`from_world`): the world's base pipeline + the trained deltas in `world.method_weights("followpose")`
@@ -311,15 +311,15 @@ class FollowPoseGenerator(Generator):
                  preset: str = "mini", num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str = "", batch_size: int | None = None, size: int | None = None,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 noise: str = "independent") -> None:
+                 noise_mode: str = "independent") -> None:
         from fypbench.base.components import load_base
 
         if preset not in PRESETS:
             raise UserError(f"{self.name}: preset {preset!r} is not one of {', '.join(PRESETS)}")
-        if noise not in NOISE_MODES:
-            raise UserError(f"{self.name}: noise {noise!r} is not one of {', '.join(NOISE_MODES)}")
-        if noise != "independent" and not self.per_frame:
-            raise UserError(f"{self.name}: noise={noise!r} is for per-frame sampling; the video model samples "
+        if noise_mode not in NOISE_MODES:
+            raise UserError(f"{self.name}: noise_mode {noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
+        if noise_mode != "independent" and not self.per_frame:
+            raise UserError(f"{self.name}: noise_mode={noise_mode!r} is for per-frame sampling; the video model samples "
                             "i.i.d. noise over frames (official)")
         if (weights is None) == (checkpoint is None and pose_encoder is None):
             raise UserError(f"{self.name}: give either weights (a trained deltas folder) or the official "
@@ -330,7 +330,7 @@ class FollowPoseGenerator(Generator):
         self.guidance_scale = float(defaults.guidance_scale if guidance_scale is None else guidance_scale)
         self.negative_prompt = str(negative_prompt)
         self.batch_size = int(batch_size or defaults.batch_size)
-        self.noise = noise
+        self.noise_mode = noise_mode
         if self.num_inference_steps < 1 or self.batch_size < 1:
             raise UserError(f"{self.name}: num_inference_steps and batch_size must be >= 1")
         self.dtype = _dtype(dtype)
@@ -431,7 +431,7 @@ class FollowPoseGenerator(Generator):
         return {
             "preset": self.preset,
             "mode": "per-frame" if self.per_frame else "video",
-            "noise": self.noise,
+            "noise": self.noise_mode,  # key kept as named by earlier runs: renaming it would change config hashes
             "base": self.base_version,
             "weights": self.weights_record,
             "followpose": self.model.config.to_dict(),
@@ -463,7 +463,7 @@ class FollowPoseGenerator(Generator):
                                [s.seed for s in samples], num_inference_steps=self.num_inference_steps,
                                guidance_scale=self.guidance_scale, negative_prompt=self.negative_prompt,
                                batch_size=self.batch_size, per_frame=self.per_frame,
-                               shared_noise=self.noise == "shared", inject_pose=self.inject_pose)
+                               shared_noise=self.noise_mode == "shared", inject_pose=self.inject_pose)
 
 
 class FollowPoseStage1Generator(FollowPoseGenerator):

@@ -78,9 +78,9 @@ def test_output_does_not_depend_on_the_batch():
     base = tiny.components()
     controlnet = tiny.random_controlnet(base)
     samples = [tiny.sample(i, frames=3) for i in range(3)]
-    together = generator(base, controlnet, batch_size=4).generate(samples)  # chunks cut across samples
+    together = generator(base, controlnet, frames_per_batch=4).generate(samples)  # chunks cut across samples
     for sample, video in zip(samples, together, strict=True):
-        alone = generator(base, controlnet, batch_size=16).generate([sample])[0]
+        alone = generator(base, controlnet, frames_per_batch=16).generate([sample])[0]
         assert np.abs(alone.astype(int) - video.astype(int)).max() <= 1
 
 
@@ -88,7 +88,7 @@ def test_config_changes_with_what_changes_the_output():
     base = tiny.components()
     controlnet = tiny.random_controlnet(base)
     a = generator(base, controlnet)
-    assert a.config_hash() == generator(base, controlnet, batch_size=2).config_hash()
+    assert a.config_hash() == generator(base, controlnet, frames_per_batch=2).config_hash()
     assert a.config_hash() != generator(base, controlnet, conditioning_scale=0.5).config_hash()
     assert a.config_hash() != generator(base, tiny.random_controlnet(base, seed=3)).config_hash()
     assert a.config()["conditioning"] == "openpose" and a.config()["noise_mode"] == "shared"

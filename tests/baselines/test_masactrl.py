@@ -154,12 +154,12 @@ def test_every_step_must_run_every_layer_once(base):
 
 def test_state_is_fresh_per_generation_and_batches_are_independent(base, adapter):
     samples = [tiny.sample(2, frames=4), tiny.sample(3, frames=4), tiny.sample(4, frames=3)]
-    generator = masactrl(base, adapter, start_step=0, start_layer=8, batch_size=16)
+    generator = masactrl(base, adapter, start_step=0, start_layer=8, frames_per_batch=16)
     together = generator.generate(samples)
     again = generator.generate(samples)  # the official step counter would carry over here
     for a, b in zip(together, again):
         np.testing.assert_array_equal(a, b)
-    alone = masactrl(base, adapter, start_step=0, start_layer=8, batch_size=1)
+    alone = masactrl(base, adapter, start_step=0, start_layer=8, frames_per_batch=1)
     for sample, video in zip(samples, together):
         assert np.abs(alone.generate([sample])[0].astype(int) - video.astype(int)).max() <= 1
     chunked = masactrl(base, adapter, start_step=0, start_layer=8, frames_per_chunk=2)

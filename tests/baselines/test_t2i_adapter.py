@@ -85,7 +85,7 @@ def test_shared_noise_and_batch_independence():
     still = generator(base, adapter).generate([tiny.sample(2, frames=3, identical_poses=True)])[0]
     assert all(np.array_equal(still[0], frame) for frame in still[1:])
     samples = [tiny.sample(i, frames=3) for i in range(3)]
-    together = generator(base, adapter, batch_size=5).generate(samples)
+    together = generator(base, adapter, frames_per_batch=5).generate(samples)
     for sample, video in zip(samples, together, strict=True):
         alone = generator(base, adapter).generate([sample])[0]
         assert np.abs(alone.astype(int) - video.astype(int)).max() <= 1

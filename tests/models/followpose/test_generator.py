@@ -123,10 +123,10 @@ def test_stage1_generator_samples_every_frame_independently(world, samples, vide
     assert all(not np.array_equal(c[i], d[i]) for i in (0, 2, 3))
     # shared noise and one pose for every frame: identical frames
     still = replace(sample, keypoints=np.repeat(sample.keypoints[:1], FRAMES, axis=0))
-    shared = FollowPoseStage1Generator.from_world(world, noise="shared", **OPTIONS).generate([still])[0]
+    shared = FollowPoseStage1Generator.from_world(world, noise_mode="shared", **OPTIONS).generate([still])[0]
     assert all(np.array_equal(shared[0], frame) for frame in shared)
     with pytest.raises(UserError, match="per-frame"):
-        FollowPoseGenerator.from_world(world, noise="shared", **OPTIONS)
+        FollowPoseGenerator.from_world(world, noise_mode="shared", **OPTIONS)
 
 
 def test_per_frame_rows_are_identified_by_the_tensors_they_load(world, tmp_path):
