@@ -6,8 +6,8 @@ Reads only the run directory: every stored video's meta (`seconds_per_sample` of
 it, the batch it was in) and `scores/timings.json` (wall seconds per scoring feature step). Prints per method:
 videos, generation seconds (sum over its generate() calls), seconds per sample, the share of the run; per
 scoring step: seconds and seconds per video; then a projection to the full protocol (--full samples, with
-per-source costs, i.e. Tune-A-Video's tuning, scaled by --full-sources / the run's sources when the run holds
-fewer) at the same per-sample cost, and which stage dominates. Generation seconds are process wall time: with
+per-source costs, i.e. Tune-A-Video's tuning, scaled by --full-sources / the run's sources; from the video meta's `call_stats`, so cache hits
+are counted as such) at the same per-sample cost, and which stage dominates. Generation seconds are process wall time: with
 several shards running at once on a shared machine they add up to more than the run's wall clock.
 """
 
@@ -20,17 +20,24 @@ from pathlib import Path
 
 
 def generation_seconds(run_dir: Path) -> dict[str, dict[str, float]]:
-    """{method: {"videos": n, "seconds": s}}: each generate() call (batch) counted once."""
+    """{method: {"videos": n, "seconds": s, "calls": c, **counters}}: each generate() call (batch) counted once;
+    counters = the sums of the calls' `call_stats` (Tune-A-Video: tuned, cache_hits, tuning_seconds)."""
     out: dict[str, dict[str, float]] = {}
     for method_dir in sorted((run_dir / "videos").iterdir()):
         batches: dict[tuple[str, ...], float] = {}
+        counters: dict[tuple[str, ...], dict[str, float]] = {}
         videos = 0
         for meta_path in method_dir.glob("*.json"):
             meta = json.loads(meta_path.read_text())
             videos += 1
             batch = tuple(meta.get("batch") or [meta["sample_id"]])
             batches[batch] = float(meta.get("seconds_per_sample", 0.0)) * len(batch)
-        out[method_dir.name] = {"videos": videos, "seconds": sum(batches.values()), "calls": len(batches)}
+            counters[batch] = meta.get("call_stats", {})
+        totals: dict[str, float] = defaultdict(float)
+        for stats in counters.values():
+            for key, value in stats.items():
+                totals[key] += value
+        out[method_dir.name] = {**totals, "videos": videos, "seconds": sum(batches.values()), "calls": len(batches)}
     return out
 
 
@@ -70,10 +77,27 @@ def main(argv=None) -> None:
     scale = args.full / n
     projected = 0.0
     for name, videos, seconds in rows:
-        factor = scale
-        if name == "generate tune-a-video":  # tuning is per source: more sources, not more samples per source
-            factor = args.full_sources / sources
-        projected += seconds * factor * (n / max(videos, 1) if videos else 0)
+        if name.startswith("score "):  # every method's videos: the stage grows with the samples
+            projected += seconds * scale
+            continue
+        method = generation[name.removeprefix("generate ")]
+        # per-source work (Tune-A-Video's tuning) grows with the sources, the rest with the samples; a method
+        # that covers only part of the run's samples is scaled to all of them
+        tuning = method.get("tuning_seconds", 0.0)
+        projected += (seconds - tuning) * scale * (n / max(videos, 1))
+        if "tuned" in method or "cache_hits" in method:
+            tuned, hits = int(method.get("tuned", 0)), int(method.get("cache_hits", 0))
+            per_tuning = tuning / tuned if tuned else float("nan")
+            print(f"{name}: {tuned} tunings here ({per_tuning:.1f} s each), {hits} from the tuning cache "
+                  f"(their tuning is not in these seconds)")
+            if tuned:
+                projected += per_tuning * args.full_sources
+            else:
+                print(f"  no tuning was timed in this run: the projection leaves {args.full_sources} tunings out")
+        elif name == "generate tune-a-video":  # a run made before generators' counters were recorded
+            projected += seconds * (args.full_sources / sources - scale * (n / max(videos, 1)))
+            print(f"{name}: tunings and cache hits not recorded (run made before call_stats); scaled as if the "
+                  f"whole cost were per source")
     print(f"projected for {args.full} samples ({args.full_sources} sources) at these per-video costs: "
           f"{projected / 3600:.2f} process-hours; on 2 parallel shards ~{projected / 7200:.2f} h wall")
     if rows:

@@ -217,22 +217,36 @@ def generate(run_dir: Path, generators: dict[str, Any], samples: Sequence[Sample
             continue
         generator = generators[job.method]
         batch = [by_id[sid] for sid in job.sample_ids]  # the whole batch: composition never depends on resume
+        before = dict(getattr(generator, "stats", None) or {})
         started = time.perf_counter()
         videos = generator.generate(batch)
         seconds = time.perf_counter() - started
         config_hash = generator.config_hash()
+        call_stats = _stats_delta(before, getattr(generator, "stats", None) or {})
         for sample, video in zip(batch, videos):
             if sample.id not in todo:
                 continue
             check_video(video, sample.num_frames)
             write_video(run_dir, job.method, sample.id, video,
                         {"config_hash": config_hash, "seed": sample.seed, "job": job.number,
-                         "batch": list(job.sample_ids), "seconds_per_sample": seconds / len(batch)},
+                         "batch": list(job.sample_ids), "seconds_per_sample": seconds / len(batch),
+                         **({"call_stats": call_stats} if call_stats else {})},
                         previews=previews(job.method, sample.id))
         report.add(job.method, len(todo), len(job.sample_ids) - len(todo), seconds)
         if on_job:
             on_job(job, len(todo), len(job.sample_ids) - len(todo))
     return report
+
+
+def _stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """What one generate() call added to a generator's numeric `stats` counters (e.g. Tune-A-Video's tunings and
+    their seconds, so a breakdown can tell tuning from sampling and a cache hit from a tuning)."""
+    delta = {}
+    for key, value in after.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            change = value - before.get(key, 0)
+            delta[key] = round(change, 3) if isinstance(change, float) else change
+    return delta
 
 
 def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:

@@ -111,3 +111,28 @@ def test_generate_skips_done_videos_and_keeps_batches_whole(tmp_path):
     report = generate(tmp_path, {"count": gen}, samples, jobs)
     assert gen.calls == [["x02", "x03"]]  # only the unfinished batch, still whole
     assert report.generated == {"count": 1} and report.skipped == {"count": 4}
+
+
+class _Tuning(_Counting):
+    """Counts like Tune-A-Video: a tuning per new source, a cache hit after."""
+
+    def __init__(self):
+        super().__init__()
+        self.stats = {"tuned": 0, "cache_hits": 0, "tuning_seconds": 0.0, "label": "not a counter"}
+
+    def generate(self, samples):
+        self.stats["tuned" if not self.calls else "cache_hits"] += 1
+        self.stats["tuning_seconds"] += 1.5 if len(self.calls) == 0 else 0.0
+        return super().generate(samples)
+
+
+def test_a_generators_counters_are_recorded_per_call(tmp_path):
+    from fypbench.videos import read_meta
+
+    samples = _samples(4)
+    generate(tmp_path, {"count": _Tuning()}, samples, plan_jobs([("count", False)], samples, batch_size=2))
+    first, second = read_meta(tmp_path, "count", "x00"), read_meta(tmp_path, "count", "x02")
+    assert first["call_stats"] == {"tuned": 1, "cache_hits": 0, "tuning_seconds": 1.5}
+    assert second["call_stats"] == {"tuned": 0, "cache_hits": 1, "tuning_seconds": 0.0}
+    generate(tmp_path / "plain", {"count": _Counting()}, samples, plan_jobs([("count", False)], samples, 2))
+    assert "call_stats" not in read_meta(tmp_path / "plain", "count", "x00")
