@@ -90,6 +90,7 @@ def run_benchmark(options: RunOptions) -> Path:
     user_config = load_run_config(options.config)
     config = merge_run_configs(preset_config, user_config)
     names = resolve_methods(options.methods, METHODS)
+
     def where(method: str) -> str:
         return str(options.config) if method in user_config.get("methods", {}) else f"run preset {options.preset}"
 
