@@ -6,9 +6,9 @@ Reads only the run directory: every stored video's meta (`seconds_per_sample` of
 it, the batch it was in) and `scores/timings.json` (wall seconds per scoring feature step). Prints per method:
 videos, generation seconds (sum over its generate() calls), seconds per sample, the share of the run; per
 scoring step: seconds and seconds per video; then a projection to the full protocol (--full samples, with
-per-source costs, i.e. Tune-A-Video's tuning, scaled by --full-sources / the run's sources; from the video meta's `call_stats`, so cache hits
-are counted as such) at the same per-sample cost, and which stage dominates. Generation seconds are process wall time: with
-several shards running at once on a shared machine they add up to more than the run's wall clock.
+per-source costs, i.e. Tune-A-Video's tuning, scaled by --full-sources; the video meta's `call_stats` tell tuning
+from sampling and count cache hits) at the same per-sample cost, and which stage dominates. Generation seconds
+are process wall time: with several shards at once on a shared machine they add up to more than the wall clock.
 """
 
 from __future__ import annotations
@@ -81,23 +81,19 @@ def main(argv=None) -> None:
             projected += seconds * scale
             continue
         method = generation[name.removeprefix("generate ")]
-        # per-source work (Tune-A-Video's tuning) grows with the sources, the rest with the samples; a method
-        # that covers only part of the run's samples is scaled to all of them
-        tuning = method.get("tuning_seconds", 0.0)
-        projected += (seconds - tuning) * scale * (n / max(videos, 1))
-        if "tuned" in method or "cache_hits" in method:
-            tuned, hits = int(method.get("tuned", 0)), int(method.get("cache_hits", 0))
-            per_tuning = tuning / tuned if tuned else float("nan")
-            print(f"{name}: {tuned} tunings here ({per_tuning:.1f} s each), {hits} from the tuning cache "
-                  f"(their tuning is not in these seconds)")
-            if tuned:
-                projected += per_tuning * args.full_sources
-            else:
-                print(f"  no tuning was timed in this run: the projection leaves {args.full_sources} tunings out")
-        elif name == "generate tune-a-video":  # a run made before generators' counters were recorded
-            projected += seconds * (args.full_sources / sources - scale * (n / max(videos, 1)))
+        per_sample = scale * n / max(videos, 1)  # a method covering part of the run's samples counts for all
+        if "tuned" in method or "cache_hits" in method:  # per-source work grows with the sources
+            tuning, tuned = method.get("tuning_seconds", 0.0), int(method.get("tuned", 0))
+            projected += (seconds - tuning) * per_sample + (tuning / tuned * args.full_sources if tuned else 0.0)
+            print(f"{name}: {tuned} tunings here ({tuning / max(tuned, 1):.1f} s each), "
+                  f"{int(method.get('cache_hits', 0))} from the tuning cache (not in these seconds)"
+                  + ("" if tuned else f"; no tuning timed: the projection leaves {args.full_sources} out"))
+        elif name == "generate tune-a-video":  # a run made before the counters were recorded
+            projected += seconds * args.full_sources / sources
             print(f"{name}: tunings and cache hits not recorded (run made before call_stats); scaled as if the "
                   f"whole cost were per source")
+        else:
+            projected += seconds * per_sample
     print(f"projected for {args.full} samples ({args.full_sources} sources) at these per-video costs: "
           f"{projected / 3600:.2f} process-hours; on 2 parallel shards ~{projected / 7200:.2f} h wall")
     if rows:
