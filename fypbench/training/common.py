@@ -336,8 +336,14 @@ class EMA:
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
+# Config fields added after checkpoints were written, with the value every older run trained with: a checkpoint
+# without the field resumes only when the current config keeps that value.
+ADDED_FIELDS = {"loss.weighting": "none", "loss.max_weight": None}
+
+
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     a, b = _flatten(saved), _flatten(current)
+    a = {**{k: v for k, v in ADDED_FIELDS.items() if k in b}, **a}
     return sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and k != "preset")
 

@@ -133,3 +133,13 @@ def test_decoder_fine_tune_keeps_the_latent_space_and_exports_into_the_pipeline(
             **overrides, "model.vae_dir": str(tuned_dir), "export.vae_dir": str(other), "train.steps": 2})
     with pytest.raises(UserError, match="model.train 'encoder'"):
         vae_recipe.run("debug", tmp_path / "bad", overrides={**overrides, "model.train": "encoder"})
+
+
+def test_a_checkpoint_older_than_a_config_field_resumes_only_with_the_fields_old_value():
+    from fypbench.training.common import config_differences
+
+    old = {"train": {"lr": 1e-3}, "loss": {"timesteps": "cubic"}}
+    same = {"train": {"lr": 1e-3}, "loss": {"timesteps": "cubic", "weighting": "none", "max_weight": None}}
+    assert config_differences(old, same) == []
+    changed = {"train": {"lr": 1e-3}, "loss": {"timesteps": "cubic", "weighting": "inverse_snr", "max_weight": 5.0}}
+    assert config_differences(old, changed) == ["loss.max_weight", "loss.weighting"]

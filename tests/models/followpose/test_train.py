@@ -268,3 +268,26 @@ def test_timestep_sampling():
     assert abs(float(uniform.float().mean()) - 500) < 25
     assert abs(float(cubic.float().mean()) - 750) < 25  # E[1 - u^3] = 3/4: high-noise steps favoured
     assert torch.equal(cubic[10:20], recipe.sample_timesteps(0, "t", range(10, 20), 1000, "cubic"))
+
+
+def test_inverse_snr_weighting_moves_the_weight_to_high_noise():
+    from diffusers import DDPMScheduler
+
+    alphas = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
+    timesteps = torch.tensor([0, 50, 500, 800, 999])
+    assert torch.equal(recipe.timestep_loss_weights(alphas, timesteps, "none", None), torch.ones(5))
+    weights = recipe.timestep_loss_weights(alphas, timesteps, "inverse_snr", 20.0)
+    snr = alphas[timesteps] / (1 - alphas[timesteps])
+    assert torch.allclose(weights[:3], (1 / snr[:3]).float(), rtol=1e-5)  # eps-MSE / SNR = x0-MSE below the cap
+    assert weights[0] < 1e-3 and weights[2] > 1 and weights[3] == weights[4] == 20.0
+    with pytest.raises(UserError, match="max_weight"):
+        recipe.timestep_loss_weights(alphas, timesteps, "inverse_snr", None)
+    with pytest.raises(UserError, match="loss.weighting 'x0'"):
+        recipe.timestep_loss_weights(alphas, timesteps, "x0", 1.0)
+
+
+def test_a_weighting_without_a_cap_is_refused_before_training(tmp_path):
+    with pytest.raises(UserError, match="loss.max_weight None"):
+        recipe.run("debug", tmp_path / "a", overrides={"loss.weighting": "inverse_snr"}, stage=1)
+    with pytest.raises(UserError, match="loss.weighting 'snr'"):
+        recipe.run("debug", tmp_path / "b", overrides={"loss.weighting": "snr", "loss.max_weight": 5.0}, stage=1)
