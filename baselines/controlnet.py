@@ -110,11 +110,13 @@ def frame_latents(seed: int, num_frames: int, latent_shape: Sequence[int], noise
 
 
 # ------------------------------------------------------------------------------ the pose-controlled sampler
-def _control_kwargs(control, conditioning: torch.Tensor, scale: float, cfg: bool) -> Callable[..., dict[str, Any]]:
+def _control_kwargs(control, conditioning: torch.Tensor, scale: float, cfg: bool,
+                    unconditional_pose: bool = True) -> Callable[..., dict[str, Any]]:
     """Per-step extra UNet inputs of a control module, as diffusers' ControlNet / Adapter pipelines pass them.
 
     ControlNet: run at every step on the (doubled) latents with the (doubled) map; residuals scaled by `scale`.
     T2I-Adapter: features computed once, scaled, doubled for CFG, a fresh copy per step (the UNet pops them).
+    unconditional_pose=False: the unconditional half's control is zero (its residuals / features are zeros).
     """
     from diffusers import ControlNetModel, T2IAdapter
 
@@ -122,17 +124,25 @@ def _control_kwargs(control, conditioning: torch.Tensor, scale: float, cfg: bool
         return lambda model_input, t, context: {}
     if isinstance(control, ControlNetModel):
         image = torch.cat([conditioning] * 2) if cfg else conditioning
+        keep = None
+        if cfg and not unconditional_pose:
+            half = conditioning.shape[0]
+            keep = torch.cat([torch.zeros(half), torch.ones(half)]).to(conditioning.device, conditioning.dtype)
+            keep = keep.view(-1, 1, 1, 1)
 
         def controlnet_kwargs(model_input, t, context):
             down, mid = control(model_input, t, encoder_hidden_states=context, controlnet_cond=image,
                                 conditioning_scale=scale, guess_mode=False, return_dict=False)
+            if keep is not None:
+                down, mid = [d * keep for d in down], mid * keep
             return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
         return controlnet_kwargs
     if isinstance(control, T2IAdapter):
         features = [feature * scale for feature in control(conditioning)]
         if cfg:
-            features = [torch.cat([feature] * 2) for feature in features]
+            features = [torch.cat([feature if unconditional_pose else torch.zeros_like(feature), feature])
+                        for feature in features]
         return lambda model_input, t, context: {"down_intrablock_additional_residuals": [f.clone() for f in features]}
     raise TypeError(f"control must be a diffusers ControlNetModel, T2IAdapter or None, got {type(control).__name__}")
 
@@ -149,7 +159,7 @@ def encode_text(components: Components, prompts: Sequence[str]) -> torch.Tensor:
 def denoise_latents(components: Components, control, prompts: Sequence[str],
                     conditioning: np.ndarray | torch.Tensor | None, latents: torch.Tensor, *,
                     num_inference_steps: int, guidance_scale: float, negative_prompt: str = "",
-                    conditioning_scale: float = 1.0,
+                    conditioning_scale: float = 1.0, unconditional_pose: bool = True,
                     on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """One DDIM denoising pass of N images, each with its prompt, skeleton map and initial latents.
 
@@ -157,7 +167,8 @@ def denoise_latents(components: Components, control, prompts: Sequence[str],
     (N, H, W, 3) maps or float (N, 3, H, W) in [0, 1] at the output resolution (ignored when control is None);
     latents: (N, C, h, w) initial noise. Returns the final (N, C, h, w) latents (decode with `decode_images`).
     The UNet sees a batch of 2N = [negative prompt x N; prompts] when guidance_scale > 1 (classifier-free
-    guidance, the control in both halves), else N; `on_step(i, t)` is called before step i's UNet call (a hook
+    guidance, the control in both halves; in the text half only with unconditional_pose=False, "pose guidance"),
+    else N; `on_step(i, t)` is called before step i's UNet call (a hook
     for attention processors that count steps, e.g. MasaCtrl). Nothing is chunked here: the caller decides
     the batch.
     """
@@ -180,7 +191,7 @@ def denoise_latents(components: Components, control, prompts: Sequence[str],
         control_input = maps_to_tensor(conditioning).to(device, dtype)
         if control_input.shape[0] != num:
             raise ValueError(f"{control_input.shape[0]} conditioning maps for {num} latents")
-    extra_inputs = _control_kwargs(control, control_input, float(conditioning_scale), cfg)
+    extra_inputs = _control_kwargs(control, control_input, float(conditioning_scale), cfg, unconditional_pose)
 
     from diffusers import DDIMScheduler
 
@@ -220,13 +231,13 @@ def decode_images(components: Components, latents: torch.Tensor, batch_size: int
 def sample_pose_controlled(components: Components, control, prompts: Sequence[str],
                            conditioning: np.ndarray | torch.Tensor | None, latents: torch.Tensor, *,
                            num_inference_steps: int, guidance_scale: float, negative_prompt: str = "",
-                           conditioning_scale: float = 1.0,
+                           conditioning_scale: float = 1.0, unconditional_pose: bool = True,
                            on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
     """`denoise_latents` then `decode_images`: uint8 (N, H, W, 3) images."""
     final = denoise_latents(components, control, prompts, conditioning, latents,
                             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                             negative_prompt=negative_prompt, conditioning_scale=conditioning_scale,
-                            on_step=on_step)
+                            unconditional_pose=unconditional_pose, on_step=on_step)
     return decode_images(components, final)
 
 
@@ -327,7 +338,7 @@ class PoseControlledImageGenerator(Generator):
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str = "", conditioning_scale: float = 1.0, noise_mode: str = "shared",
                  frames_per_batch: int = 16, size: int | None = None, device: str = "cpu",
-                 dtype: str | torch.dtype = "float32", preset: str | None = None):
+                 dtype: str | torch.dtype = "float32", preset: str | None = None, unconditional_pose: bool = True):
         """world: gives the base model, the method's weights and the frame size (mini world: shipped folders).
         base / weights: explicit pipeline and control folders or hub ids (local cache only); without a world
         they default to the sd checkpoints (`variant`, else `default_variant`). components / control: in-memory
@@ -335,7 +346,9 @@ class PoseControlledImageGenerator(Generator):
         sd). conditioning_scale: ControlNet's controlnet_conditioning_scale / the adapter's
         adapter_conditioning_scale. noise_mode: "shared" or "independent". frames_per_batch: frames per UNet
         call (all samples' frames are pooled; per-frame methods batch frames, the video models' `batch_size`
-        counts samples). size: output side in pixels (default: the world's, else the base's)."""
+        counts samples). size: output side in pixels (default: the world's, else the base's).
+        unconditional_pose: the control in both CFG halves (True, as diffusers' pipelines) or in the text half
+        only ("pose guidance": the guidance term amplifies the pose too)."""
         if variant is not None and variant not in self.checkpoints:
             raise did_you_mean(variant, self.checkpoints, f"{self.name} variant")
         self.variant = variant
@@ -356,6 +369,7 @@ class PoseControlledImageGenerator(Generator):
             raise UserError(f"{self.name}: frames_per_batch must be an integer >= 1, got {frames_per_batch!r}")
         self.negative_prompt = str(negative_prompt)
         self.conditioning_scale = float(conditioning_scale)
+        self.unconditional_pose = bool(unconditional_pose)
         self.noise_mode = noise_mode
         self.frames_per_batch = frames_per_batch
         self.device = torch.device(device)
@@ -445,6 +459,8 @@ class PoseControlledImageGenerator(Generator):
             "num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
             "negative_prompt": self.negative_prompt, "noise_mode": self.noise_mode, "size": self.size,
             "dtype": dtype_name(self.dtype), "scheduler": "DDIM eta=0", "preset": self.preset,
+            # only when set, so that the runs made before the option keep their config hashes
+            **({} if self.unconditional_pose else {"unconditional_pose": False}),
         }
 
     @property
@@ -468,7 +484,8 @@ class PoseControlledImageGenerator(Generator):
             frames.append(sample_pose_controlled(
                 self.components, self.control, prompts[lo:hi], all_maps[lo:hi], all_latents[lo:hi],
                 num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
-                negative_prompt=self.negative_prompt, conditioning_scale=self.conditioning_scale))
+                negative_prompt=self.negative_prompt, conditioning_scale=self.conditioning_scale,
+                unconditional_pose=self.unconditional_pose))
         images = np.concatenate(frames)
         videos, start = [], 0
         for sample in samples:

@@ -265,7 +265,7 @@ class MasaCtrlGenerator(Generator):
                  guidance_scale: float | None = None, negative_prompt: str = "", conditioning_scale: float = 1.0,
                  frames_per_batch: int = 16, frames_per_chunk: int | None = None, size: int | None = None,
                  device: str = "cpu", dtype: str | torch.dtype = "float32",
-                 expected_layers: int = SD_SELF_ATTENTION_LAYERS) -> None:
+                 expected_layers: int = SD_SELF_ATTENTION_LAYERS, unconditional_pose: bool = True) -> None:
         if control not in CONTROLS:
             raise did_you_mean(control, CONTROLS, "masactrl control")
         chosen = get_preset(preset)
@@ -297,7 +297,7 @@ class MasaCtrlGenerator(Generator):
                                    guidance_scale=self.guidance_scale, negative_prompt=negative_prompt,
                                    conditioning_scale=conditioning_scale, noise_mode="shared",
                                    frames_per_batch=frames_per_batch, size=size, device=device, dtype=dtype,
-                                   preset="sd" if preset == "sd" else "mini")
+                                   preset="sd" if preset == "sd" else "mini", unconditional_pose=unconditional_pose)
         self.negative_prompt = self.pose.negative_prompt
         self.conditioning_scale = self.pose.conditioning_scale
         self.size = self.pose.size
@@ -362,7 +362,9 @@ class MasaCtrlGenerator(Generator):
                 final = denoise_latents(self.components, self.pose.control, prompts, batch_maps, batch_latents,
                                         num_inference_steps=self.num_inference_steps,
                                         guidance_scale=self.guidance_scale, negative_prompt=self.negative_prompt,
-                                        conditioning_scale=self.conditioning_scale, on_step=controller.begin_step)
+                                        conditioning_scale=self.conditioning_scale,
+                                        unconditional_pose=self.pose.unconditional_pose,
+                                        on_step=controller.begin_step)
                 controller.finish()
             self.stats["passes"] += 1
             self.stats["controlled_calls"] += controller.active_calls

@@ -1,7 +1,7 @@
 """Pose-control probe: does the generated figure go where the skeleton is, or where the initial noise puts it?
 
     OMP_NUM_THREADS=1 python benchmarks/bench_pose_control.py [--every 64] [--shift 0.15]
-        [--methods followpose-stage1,followpose,t2i-adapter,controlnet] [--set METHOD.OPTION=VALUE ...]
+        [--methods reference,followpose-stage1,followpose,t2i-adapter,controlnet] [--set METHOD.OPTION=VALUE ...]
 
 PA and PCK say how far the figure is from the skeleton, not why. This probe moves the skeleton and watches the
 figure: for each probed sample (fyp-1024, every --every-th sample), the keypoints (COCO-17 and OpenPose-18) are
@@ -14,7 +14,9 @@ its x position is the mean x of the detected shoulders and hips. Per frame detec
 
 Reported per method: the mean of the per-sample mean gains with a bootstrap 95 % CI over samples; "followed" =
 the share of those frames whose figure moved the right way by at least half the shift (gain >= 0.5: robust to
-the detector picking a ghost figure), with its CI; and the share of frames detected in both variants. `base-no-pose` needs no probe (it never sees the pose: gain 0 by construction).
+the detector picking a ghost figure), with its CI; and the share of frames detected in both variants. `base-no-pose` needs no probe (it never sees the pose: gain 0 by construction). `reference` is the ceiling of
+the measurement itself: the ground-truth render moved by -d and +d pixels-wise (edge-padded), so that its gain
+shows what the detector reads off a figure that follows the skeleton exactly.
 Methods that take their pose from the sample's source video (Tune-A-Video, MasaCtrl's source branch) are not
 probed: the shift only moves the skeleton. Wall clock is printed; the figures do not depend on the machine.
 """
@@ -33,7 +35,7 @@ import numpy as np  # noqa: E402
 
 TORSO = (5, 6, 11, 12)  # COCO-17 shoulders and hips
 MIN_SHIFT = 0.08
-DEFAULT_METHODS = "followpose-stage1,followpose,t2i-adapter,controlnet"
+DEFAULT_METHODS = "reference,followpose-stage1,followpose,t2i-adapter,controlnet"
 
 
 def shifted(sample, dx: float):
@@ -49,6 +51,34 @@ def room(sample) -> float:
     visible = sample.keypoints[..., 2] > 0
     xs = sample.keypoints[..., 0][visible]
     return float(min(xs.min(), 1.0 - xs.max()) - 0.02) if xs.size else 0.0
+
+
+def translated(video: np.ndarray, pixels: int) -> np.ndarray:
+    """(F, H, W, 3) moved horizontally by `pixels` (positive: right), the vacated columns edge-padded."""
+    if pixels == 0:
+        return video
+    pad = ((0, 0), (0, 0), (max(pixels, 0), max(-pixels, 0)), (0, 0))
+    padded = np.pad(video, pad, mode="edge")
+    return padded[:, :, max(-pixels, 0): max(-pixels, 0) + video.shape[2]]
+
+
+class ShiftedReference:
+    """The `reference` renders of the unshifted sample, moved as far as its skeleton was (the probe's ceiling)."""
+
+    def __init__(self, world):
+        from fypbench.registry import METHODS
+
+        self.reference = METHODS.load("reference").from_world(world)
+        self.shifts: dict[str, float] = {}
+
+    def generate(self, samples):
+        videos = []
+        for sample in samples:
+            original = self.shifts[sample.id][0]
+            dx = float(np.nanmean(sample.keypoints[..., 0] - original.keypoints[..., 0]))
+            (video,) = self.reference.generate([original])
+            videos.append(translated(video, int(round(dx * video.shape[2]))))
+        return videos
 
 
 def torso_x(frames, detector) -> np.ndarray:
@@ -110,7 +140,11 @@ def main() -> None:
           f"{'seconds':>8}")
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
         start = time.perf_counter()
-        generator = METHODS.load(name).from_world(world, **options.get(name, {}))
+        if name == "reference":
+            generator = ShiftedReference(world)
+            generator.shifts = {sample.id: (sample, d) for sample, d in probes}
+        else:
+            generator = METHODS.load(name).from_world(world, **options.get(name, {}))
         per_sample, per_frame = [], []
         found = total = 0
         for sample, d in probes:

@@ -311,7 +311,7 @@ class FollowPoseGenerator(Generator):
                  preset: str = "mini", num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str = "", batch_size: int | None = None, size: int | None = None,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 noise_mode: str = "independent") -> None:
+                 noise_mode: str = "independent", unconditional_pose: bool = True) -> None:
         from fypbench.base.components import load_base
 
         if preset not in PRESETS:
@@ -331,6 +331,7 @@ class FollowPoseGenerator(Generator):
         self.negative_prompt = str(negative_prompt)
         self.batch_size = int(batch_size or defaults.batch_size)
         self.noise_mode = noise_mode
+        self.unconditional_pose = bool(unconditional_pose)
         if self.num_inference_steps < 1 or self.batch_size < 1:
             raise UserError(f"{self.name}: num_inference_steps and batch_size must be >= 1")
         self.dtype = _dtype(dtype)
@@ -440,7 +441,8 @@ class FollowPoseGenerator(Generator):
             "negative_prompt": self.negative_prompt,
             "size": self.size,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "sampler": "DDIM eta 0, classifier-free guidance with pose in both branches",
+            "sampler": "DDIM eta 0, classifier-free guidance with pose in "
+                       + ("both branches" if self.unconditional_pose else "the text branch only (pose guidance)"),
             "pose_map": "draw_keypose_video (COCO-17 keypose)",
         }
 
@@ -463,7 +465,8 @@ class FollowPoseGenerator(Generator):
                                [s.seed for s in samples], num_inference_steps=self.num_inference_steps,
                                guidance_scale=self.guidance_scale, negative_prompt=self.negative_prompt,
                                batch_size=self.batch_size, per_frame=self.per_frame,
-                               shared_noise=self.noise_mode == "shared", inject_pose=self.inject_pose)
+                               shared_noise=self.noise_mode == "shared", inject_pose=self.inject_pose,
+                               unconditional_pose=self.unconditional_pose)
 
 
 class FollowPoseStage1Generator(FollowPoseGenerator):

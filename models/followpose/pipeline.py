@@ -19,6 +19,8 @@ Options beyond the official sampler (used by the stage-1-only comparison and the
   its own slice of the same (C, F, h, w) tensor).
 - `inject_pose=False`: the pose encoder is not run and nothing is injected (residual injection: exactly the
   model without pose; concat: zeros concatenated), e.g. the base model without pose.
+- `unconditional_pose=False`: the unconditional CFG branch gets zero pose features (nothing injected), so the
+  guidance term amplifies the pose together with the text ("pose guidance"; official: pose in both branches).
 """
 
 from __future__ import annotations
@@ -99,12 +101,12 @@ def generate_videos(unet3d: FollowPoseUNet3D, pose_encoder: PoseEncoder, vae, te
                     seeds: Sequence[int], *, num_inference_steps: int = DEFAULT_STEPS,
                     guidance_scale: float = DEFAULT_GUIDANCE, negative_prompt: str = "", batch_size: int = 4,
                     decode_batch_size: int = 16, per_frame: bool = False, shared_noise: bool = False,
-                    inject_pose: bool = True) -> list[np.ndarray]:
+                    inject_pose: bool = True, unconditional_pose: bool = True) -> list[np.ndarray]:
     """One uint8 (F, H, W, 3) video per (prompt, pose video, seed), in order.
 
     pose_videos: uint8 (F, H, W, 3) skeleton maps; H and W must be multiples of the UNet's and the pose
     encoder's spatial factors. guidance_scale <= 1 runs the text branch only (no CFG). `per_frame`,
-    `shared_noise` and `inject_pose`: see the module docstring.
+    `shared_noise`, `inject_pose` and `unconditional_pose`: see the module docstring.
     """
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     pose_videos = [np.asarray(v) for v in pose_videos]
@@ -140,7 +142,8 @@ def generate_videos(unet3d: FollowPoseUNet3D, pose_encoder: PoseEncoder, vae, te
             uncond = encode_prompts(text_encoder, tokenizer, [negative_prompt] * len(group), device, dtype)
             text = torch.cat([uncond, text])
             if features is not None:
-                features = [torch.cat([feature, feature]) for feature in features]
+                features = [torch.cat([feature if unconditional_pose else torch.zeros_like(feature), feature])
+                            for feature in features]
 
         scheduler.set_timesteps(num_inference_steps, device=device)
         temporal_was_enabled = unet3d.video.temporal_enabled

@@ -204,3 +204,18 @@ def _retrained():
     with torch.no_grad():
         base.unet.conv_out.bias.add_(0.1)
     return base
+
+
+def test_pose_guidance_changes_the_output_and_is_recorded_only_when_set():
+    base = tiny.components()
+    controlnet = tiny.random_controlnet(base)
+    sample = tiny.sample(0, frames=2)
+    official = generator(base, controlnet)
+    guided = generator(base, controlnet, unconditional_pose=False)
+    assert "unconditional_pose" not in official.config()  # runs made before the option keep their hashes
+    assert guided.config()["unconditional_pose"] is False and guided.config_hash() != official.config_hash()
+    a, b = official.generate([sample])[0], guided.generate([sample])[0]
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
+    no_cfg = {"guidance_scale": 1.0}
+    assert np.array_equal(generator(base, controlnet, **no_cfg).generate([sample])[0],
+                          generator(base, controlnet, unconditional_pose=False, **no_cfg).generate([sample])[0])

@@ -195,3 +195,19 @@ def test_resume_continues_where_it_stopped(trained, tmp_path):
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-4) for k in a)
     with pytest.raises(UserError, match="different config.*model.conditioning"):
         ta.run("debug", tmp_path / "run", overrides={**overrides, "model.conditioning": "openpose"})
+
+
+def test_pose_guidance_zeroes_the_unconditional_features_only():
+    from fypbench.baselines.controlnet import _control_kwargs
+
+    base = tiny.components()
+    adapter = tiny.random_adapter(base)
+    maps = torch.rand(2, 3, tiny.SIZE, tiny.SIZE)
+    official = _control_kwargs(adapter, maps, 1.0, cfg=True)(None, None, None)["down_intrablock_additional_residuals"]
+    guided = _control_kwargs(adapter, maps, 1.0, cfg=True, unconditional_pose=False)(None, None, None)[
+        "down_intrablock_additional_residuals"]
+    for a, b in zip(official, guided):
+        assert torch.equal(a[2:], b[2:]) and torch.equal(a[:2], a[2:]) and not b[:2].any()
+    sample = tiny.sample(0, frames=2)
+    assert not np.array_equal(generator(base, adapter).generate([sample])[0],
+                              generator(base, adapter, unconditional_pose=False).generate([sample])[0])

@@ -91,3 +91,22 @@ def test_bad_arguments(parts):
     with pytest.raises(TypeError, match="DDIM"):
         generate_videos(model.unet, model.pose_encoder, components.vae, components.text_encoder,
                         components.tokenizer, DDPMScheduler(), ["a"], [pose_video(0)], [1])
+
+
+def test_pose_guidance_zeroes_the_unconditional_halfs_pose_only(parts):
+    _, model = parts
+    calls = []
+    hook = model.unet.register_forward_pre_hook(lambda m, args: calls.append(args))
+    try:
+        guided = run(parts, ["a man"], [pose_video(6)], [7], unconditional_pose=False)[0]
+    finally:
+        hook.remove()
+    for _, _, _, features in calls:
+        for feature in features:
+            uncond, cond = feature.chunk(2)
+            assert not uncond.any() and cond.abs().sum() > 0
+    assert not np.array_equal(guided, run(parts, ["a man"], [pose_video(6)], [7])[0])
+    # without CFG there is no unconditional half: the option changes nothing
+    no_cfg = dict(guidance_scale=1.0)
+    assert np.array_equal(run(parts, ["a man"], [pose_video(6)], [7], unconditional_pose=False, **no_cfg)[0],
+                          run(parts, ["a man"], [pose_video(6)], [7], **no_cfg)[0])
