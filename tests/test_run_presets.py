@@ -36,6 +36,18 @@ def test_fast_preset_builds_every_method_with_its_options():
     assert default.config()["num_inference_steps"] == 25  # the preset does not leak into the defaults
 
 
+def test_pose_guidance_preset_covers_every_pose_conditioned_method():
+    config, record = load_run_preset("pose-guidance")
+    assert record["name"] == "pose-guidance" and "text half" in record["description"]
+    world = WORLDS.load("mini")()
+    pose_free = {"reference", "base-no-pose", "tune-a-video"}  # no pose map reaches their samplers
+    assert set(config["methods"]) == set(METHODS.names()) - pose_free
+    for name, options in config["methods"].items():
+        generator = METHODS.load(name).from_world(world, **options)
+        default = METHODS.load(name).from_world(world)
+        assert generator.config_hash() != default.config_hash(), name  # recorded: not the default's rows
+
+
 def test_config_file_options_override_the_preset_option_by_option():
     preset = {"methods": {"controlnet": {"num_inference_steps": 10, "guidance_scale": 5.0}}, "batch_size": 4}
     config = {"methods": {"controlnet": {"guidance_scale": 3.0}, "masactrl": {"start_step": 0}}, "previews": 0}
