@@ -369,7 +369,9 @@ class PoseControlledImageGenerator(Generator):
             raise UserError(f"{self.name}: frames_per_batch must be an integer >= 1, got {frames_per_batch!r}")
         self.negative_prompt = str(negative_prompt)
         self.conditioning_scale = float(conditioning_scale)
-        self.unconditional_pose = bool(unconditional_pose)
+        if not isinstance(unconditional_pose, bool):
+            raise UserError(f"{self.name}: unconditional_pose must be true or false, got {unconditional_pose!r}")
+        self.unconditional_pose = unconditional_pose
         self.noise_mode = noise_mode
         self.frames_per_batch = frames_per_batch
         self.device = torch.device(device)

@@ -14,9 +14,10 @@ its x position is the mean x of the detected shoulders and hips. Per frame detec
 
 Reported per method: the mean of the per-sample mean gains with a bootstrap 95 % CI over samples; "followed" =
 the share of those frames whose figure moved the right way by at least half the shift (gain >= 0.5: robust to
-the detector picking a ghost figure), with its CI; and the share of frames detected in both variants. `base-no-pose` needs no probe (it never sees the pose: gain 0 by construction). `reference` is the ceiling of
-the measurement itself: the ground-truth render moved by -d and +d pixels-wise (edge-padded), so that its gain
-shows what the detector reads off a figure that follows the skeleton exactly.
+the detector picking a ghost figure), with its CI; and the share of frames detected in both variants.
+`base-no-pose` needs no probe (it never sees the pose: gain 0 by construction). `reference` is the ceiling of
+the measurement itself: the ground-truth render moved by -d and +d pixels (edge-padded), so that its gain shows
+what the detector reads off a figure that follows the skeleton exactly.
 Methods that take their pose from the sample's source video (Tune-A-Video, MasaCtrl's source branch) are not
 probed: the shift only moves the skeleton. Wall clock is printed; the figures do not depend on the machine.
 """
@@ -65,17 +66,17 @@ def translated(video: np.ndarray, pixels: int) -> np.ndarray:
 class ShiftedReference:
     """The `reference` renders of the unshifted sample, moved as far as its skeleton was (the probe's ceiling)."""
 
-    def __init__(self, world):
+    def __init__(self, world, originals):
         from fypbench.registry import METHODS
 
         self.reference = METHODS.load("reference").from_world(world)
-        self.shifts: dict[str, float] = {}
+        self.originals = {sample.id: sample for sample in originals}
 
     def generate(self, samples):
         videos = []
         for sample in samples:
-            original = self.shifts[sample.id][0]
-            dx = float(np.nanmean(sample.keypoints[..., 0] - original.keypoints[..., 0]))
+            original = self.originals[sample.id]
+            dx = float(np.mean(sample.keypoints[..., 0] - original.keypoints[..., 0]))
             (video,) = self.reference.generate([original])
             videos.append(translated(video, int(round(dx * video.shape[2]))))
         return videos
@@ -141,8 +142,7 @@ def main() -> None:
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
         start = time.perf_counter()
         if name == "reference":
-            generator = ShiftedReference(world)
-            generator.shifts = {sample.id: (sample, d) for sample, d in probes}
+            generator = ShiftedReference(world, [sample for sample, _ in probes])
         else:
             generator = METHODS.load(name).from_world(world, **options.get(name, {}))
         per_sample, per_frame = [], []

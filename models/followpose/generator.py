@@ -331,7 +331,9 @@ class FollowPoseGenerator(Generator):
         self.negative_prompt = str(negative_prompt)
         self.batch_size = int(batch_size or defaults.batch_size)
         self.noise_mode = noise_mode
-        self.unconditional_pose = bool(unconditional_pose)
+        if not isinstance(unconditional_pose, bool):
+            raise UserError(f"{self.name}: unconditional_pose must be true or false, got {unconditional_pose!r}")
+        self.unconditional_pose = unconditional_pose
         if self.num_inference_steps < 1 or self.batch_size < 1:
             raise UserError(f"{self.name}: num_inference_steps and batch_size must be >= 1")
         self.dtype = _dtype(dtype)

@@ -219,3 +219,5 @@ def test_pose_guidance_changes_the_output_and_is_recorded_only_when_set():
     no_cfg = {"guidance_scale": 1.0}
     assert np.array_equal(generator(base, controlnet, **no_cfg).generate([sample])[0],
                           generator(base, controlnet, unconditional_pose=False, **no_cfg).generate([sample])[0])
+    with pytest.raises(UserError, match="unconditional_pose must be true or false, got 'no'"):
+        generator(base, controlnet, unconditional_pose="no")

@@ -127,6 +127,10 @@ def test_stage1_generator_samples_every_frame_independently(world, samples, vide
     assert all(np.array_equal(shared[0], frame) for frame in shared)
     with pytest.raises(UserError, match="per-frame"):
         FollowPoseGenerator.from_world(world, noise_mode="shared", **OPTIONS)
+    guided = FollowPoseGenerator.from_world(world, unconditional_pose=False, **OPTIONS)
+    assert "text branch only" in guided.config()["sampler"] and guided.config_hash() != video_model.config_hash()
+    with pytest.raises(UserError, match="unconditional_pose must be true or false"):
+        FollowPoseGenerator.from_world(world, unconditional_pose="false", **OPTIONS)
 
 
 def test_per_frame_rows_are_identified_by_the_tensors_they_load(world, tmp_path):
