@@ -231,8 +231,8 @@ def run(
     previews: Annotated[int | None, typer.Option(help="samples per method that get mp4/gif previews")] = None,
     score: Annotated[bool, typer.Option(help="score the videos after generating them")] = True,
     preset: Annotated[str, typer.Option(help="named run preset (fypbench/run_presets/): default | fast | "
-                                             "pose-guidance; a non-default one is recorded and named in every "
-                                             "table")] = "default",
+                                             "pose-guidance, or composed: fast+pose-guidance; a non-default one "
+                                             "is recorded and named in every table")] = "default",
 ) -> None:
     """Generate every (method, sample) video, then score them: resumable, shardable, locked."""
     from fypbench.run_job import RunOptions, run_benchmark

@@ -335,7 +335,22 @@ def run_preset_names() -> list[str]:
 
 
 def load_run_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(run config, record) of a named preset; the record ({name, description}) goes into run.json."""
+    """(run config, record) of a named preset; the record ({name, description}) goes into run.json.
+
+    "a+b" composes presets left to right (a later preset's method options win option by option, as a --config
+    file's do); its record is named "a+b" and carries both descriptions."""
+    parts = [part.strip() for part in name.split("+")]
+    if len(parts) > 1:
+        if DEFAULT_RUN_PRESET in parts or len(set(parts)) != len(parts) or not all(parts):
+            raise UserError(f"run preset {name!r}: compose distinct named presets, e.g. 'fast+pose-guidance' "
+                            f"(not {DEFAULT_RUN_PRESET!r}, none twice)")
+        config: dict[str, Any] = {}
+        descriptions = []
+        for part in parts:
+            part_config, part_record = load_run_preset(part)
+            config = merge_run_configs(config, part_config)
+            descriptions.append(f"{part}: {part_record['description']}")
+        return config, {"name": "+".join(parts), "description": "; ".join(descriptions)}
     if name == DEFAULT_RUN_PRESET:
         return {}, {"name": DEFAULT_RUN_PRESET, "description": "every method's default preset"}
     path = RUN_PRESET_DIR / f"{name}.yaml"

@@ -48,6 +48,18 @@ def test_pose_guidance_preset_covers_every_pose_conditioned_method():
         assert generator.config_hash() != default.config_hash(), name  # recorded: not the default's rows
 
 
+def test_presets_compose_left_to_right():
+    config, record = load_run_preset("fast+pose-guidance")
+    assert record["name"] == "fast+pose-guidance"
+    assert record["description"].startswith("fast: DDIM 10 steps") and "pose-guidance: pose in the text half" in (
+        record["description"])
+    assert config["methods"]["followpose"] == {"num_inference_steps": 10, "unconditional_pose": False}
+    assert config["methods"]["tune-a-video"] == {"num_inference_steps": 10}
+    for bad in ("fast+default", "fast+fast", "fast+", "fast+fats"):
+        with pytest.raises(UserError, match="compose distinct|did you mean 'fast'"):
+            load_run_preset(bad)
+
+
 def test_config_file_options_override_the_preset_option_by_option():
     preset = {"methods": {"controlnet": {"num_inference_steps": 10, "guidance_scale": 5.0}}, "batch_size": 4}
     config = {"methods": {"controlnet": {"guidance_scale": 3.0}, "masactrl": {"start_step": 0}}, "previews": 0}
