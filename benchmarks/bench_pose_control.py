@@ -101,15 +101,15 @@ def mean_ci(values: np.ndarray, rng: np.random.Generator) -> str:
 
 
 def parse_options(items: list[str]) -> dict[str, dict[str, object]]:
-    import yaml
+    """--set METHOD.OPTION=VALUE items (values parsed as YAML, as `--set` of the training recipes) per method."""
+    from fypbench.training.common import parse_overrides
 
     options: dict[str, dict[str, object]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
+    for key, value in parse_overrides(items).items():
         method, dot, option = key.partition(".")
-        if not sep or not dot:
-            raise SystemExit(f"--set {item!r}: expected METHOD.OPTION=VALUE")
-        options.setdefault(method, {})[option] = yaml.safe_load(value)
+        if not dot:
+            raise SystemExit(f"--set {key!r}: expected METHOD.OPTION=VALUE")
+        options.setdefault(method, {})[option] = value
     return options
 
 

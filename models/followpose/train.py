@@ -102,19 +102,25 @@ def sample_timesteps(seed: int, purpose: str, positions: Sequence[int], num_time
     raise UserError(f"loss.timesteps {mode!r}: expected one of {', '.join(TIMESTEP_SAMPLINGS)}")
 
 
+def check_loss_weighting(mode: str, max_weight: float | None, where: str = "") -> None:
+    """UserError (prefixed with `where`) unless `mode` is a known weighting with the cap it needs."""
+    prefix = f"{where}: " if where else ""
+    if mode not in LOSS_WEIGHTINGS:
+        raise UserError(f"{prefix}loss.weighting {mode!r}: expected one of {', '.join(LOSS_WEIGHTINGS)}")
+    if mode != "none" and not (isinstance(max_weight, (int, float)) and max_weight > 0):
+        raise UserError(f"{prefix}loss.max_weight {max_weight!r}: loss.weighting {mode} needs a positive cap")
+
+
 def timestep_loss_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, mode: str,
                           max_weight: float | None) -> torch.Tensor:
     """(N,) weights of the per-item eps-MSE. `none`: 1 (SD's loss). `inverse_snr`: min(1 / SNR(t), max_weight),
     i.e. the MSE of the implied x0 prediction (eps-MSE / SNR) capped at max_weight x eps-MSE, which moves the
     weight to the high-noise steps where the layout of the image is decided."""
+    check_loss_weighting(mode, max_weight)
     if mode == "none":
         return torch.ones(len(timesteps))
-    if mode == "inverse_snr":
-        if max_weight is None or not max_weight > 0:
-            raise UserError(f"loss.max_weight {max_weight!r}: loss.weighting inverse_snr needs a positive cap")
-        alpha = alphas_cumprod.double()[timesteps]
-        return ((1.0 - alpha) / alpha).clamp(max=float(max_weight)).float()
-    raise UserError(f"loss.weighting {mode!r}: expected one of {', '.join(LOSS_WEIGHTINGS)}")
+    alpha = alphas_cumprod.double()[timesteps]
+    return ((1.0 - alpha) / alpha).clamp(max=float(max_weight)).float()
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -350,12 +356,8 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     timestep_mode = str(loss_section["timesteps"])
     if timestep_mode not in TIMESTEP_SAMPLINGS:
         raise UserError(f"{where}: loss.timesteps {timestep_mode!r}: expected one of {', '.join(TIMESTEP_SAMPLINGS)}")
-    weighting = str(loss_section.get("weighting", "none"))
-    max_weight = loss_section.get("max_weight")
-    if weighting not in LOSS_WEIGHTINGS:
-        raise UserError(f"{where}: loss.weighting {weighting!r}: expected one of {', '.join(LOSS_WEIGHTINGS)}")
-    if weighting != "none" and not (isinstance(max_weight, (int, float)) and max_weight > 0):
-        raise UserError(f"{where}: loss.max_weight {max_weight!r}: loss.weighting {weighting} needs a positive cap")
+    weighting, max_weight = str(loss_section.get("weighting", "none")), loss_section.get("max_weight")
+    check_loss_weighting(weighting, max_weight, where)
 
     components, base_version, vae_version = load_frozen_base(str(model_section["base"]), device)
     fields = followpose_config(model_section["followpose"], stage, where)
@@ -428,8 +430,6 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
             pose = pose_videos_to_tensor(maps).to(device)
         prediction = modules["objective"](noisy.to(device), timesteps.to(device), text, pose).float()
         per_item = (prediction - noise.to(device)).pow(2).flatten(1).mean(1)
-        if weighting == "none":
-            return per_item.mean()
         weights = timestep_loss_weights(noise_scheduler.alphas_cumprod, timesteps, weighting, max_weight)
         return (weights.to(device) * per_item).mean()
 
