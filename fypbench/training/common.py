@@ -338,7 +338,7 @@ class EMA:
 # ------------------------------------------------------------------------------------------------- checkpoints
 # Config fields added after checkpoints were written, with the value every older run trained with: a checkpoint
 # without the field resumes only when the current config keeps that value.
-ADDED_FIELDS = {"loss.weighting": "none", "loss.max_weight": None}
+ADDED_FIELDS = {"loss.weighting": "none", "loss.max_weight": None, "loss.hard_negatives": []}
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

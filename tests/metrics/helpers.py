@@ -92,3 +92,12 @@ class ToyCaptionedImages:
         rng = np.random.default_rng(index)
         image = np.clip(np.array(self.COLOURS[caption]) + rng.normal(0, 20, (self.size, self.size, 3)), 0, 255)
         return image.astype(np.uint8), caption
+
+
+class ToyCaptionedMotions(ToyCaptionedImages):
+    """ToyCaptionedImages whose captions also carry a verb clause (for the hard-negative option)."""
+
+    COLOURS = {"A man, wearing red clothes, is walking in the park": (200, 30, 30),
+               "A man, wearing blue clothes, is running in the park": (30, 70, 200),
+               "A man, wearing green clothes, in the park": (40, 150, 60),
+               "A man, wearing yellow clothes, is jumping in the park": (230, 200, 40)}
