@@ -87,7 +87,8 @@ def _check_training_schedules(preset: str, common: dict[str, Any]) -> None:
 def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fyp-1024", limit: int | None = None,
                  subset: str | None = "dev128",
                  preset: str = "mini", overrides: dict[str, Any] | None = None, out: Path | None = None,
-                 run_dir: Path | None = None, generator_options: dict[str, Any] | None = None) -> Path:
+                 run_dir: Path | None = None, generator_options: dict[str, Any] | None = None,
+                 run_preset: str | None = None) -> Path:
     from rich.console import Console
 
     from fypbench.models.followpose.generator import FollowPoseGenerator, base_identity, resolve_base_folder
@@ -102,6 +103,9 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
+    preset_record = None
+    if run_preset is not None:
+        generator_options, preset_record = sampling_preset(run_preset, generator_options)
     console = Console(stderr=True)
     names = resolve_variants(variants)
     common = dict(overrides or {})
@@ -130,13 +134,25 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
             "methods": {m: {"config": g.config(), "config_hash": g.config_hash()} for m, g in generators.items()},
             "unavailable": {}, "environment": environment_record(),
             "ablation": {"preset": preset, "overrides": common, "variants": {n: VARIANTS[n] for n in names},
-                         "num_inference_steps": (generator_options or {}).get("num_inference_steps")}})
+                         "num_inference_steps": (generator_options or {}).get("num_inference_steps"),
+                         "run_preset": preset_record}})
         jobs = shard_jobs(plan_jobs([(m, False) for m in generators], samples, 8), Shard())
         generate(run_dir, generators, samples, jobs)
     score_run(run_dir, world=world, samples=samples, methods=list(generators), log=console.print)
     record = build_results(run_dir, baseline="followpose-default")
     write_text_atomic(out, ablation_markdown(record, run_dir, names))
     return out
+
+
+def sampling_preset(name: str, generator_options: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A named run preset's followpose options for every variant (explicit options win) and its record."""
+    from fypbench.runner import load_run_preset
+
+    config, record = load_run_preset(name)
+    options = (config.get("methods") or {}).get("followpose")
+    if not options:
+        raise UserError(f"run preset {record['name']!r} sets no followpose option; nothing to apply to the variants")
+    return {**options, **(generator_options or {})}, record
 
 
 def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str]) -> str:
@@ -154,6 +170,7 @@ def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str
                 + (f" --preset {preset}" if preset and preset != "mini" else "")
                 + (f" --subset {run['subset']}" if run.get("subset") else "")
                 + (f" --limit {run['limit']}" if run.get("limit") else "") + flags
+                + (f" --run-preset {ablation['run_preset']['name']}" if ablation.get("run_preset") else "")
                 + (f" --num-inference-steps {ablation['num_inference_steps']}"
                    if ablation.get("num_inference_steps") else "")
                 + f"`, git {(run.get('environment') or {}).get('git')}"
@@ -162,6 +179,9 @@ def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str
     overrides = json.dumps(ablation["overrides"]) if ablation.get("overrides") else "none"
     lines.insert(4, f"Training preset {preset}, overrides for every variant: {overrides}; sampling: DDIM "
                     f"{', '.join(map(str, sorted(steps, key=str)))} steps; base model {', '.join(bases)}  ")
+    if ablation.get("run_preset"):
+        lines.insert(5, f"Sampling preset {ablation['run_preset']['name']} (departs from the official sampler): "
+                        f"{ablation['run_preset']['description']}  ")
     lines = [line for line in lines if not line.startswith("Run preset:")]  # the line above states the settings
     head = ["variant"] + [label for _, label, _ in COLUMNS] + [f"d{label} vs default [95% CI]" for _, label, _ in COLUMNS]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

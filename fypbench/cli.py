@@ -303,6 +303,9 @@ def ablate(
     run_dir: Annotated[Path | None, typer.Option(help="run directory of the variants' videos and scores")] = None,
     num_inference_steps: Annotated[int | None, typer.Option(
         min=1, help="DDIM steps of every variant (default: the followpose preset's); shown in the table")] = None,
+    run_preset: Annotated[str | None, typer.Option(
+        help="sample every variant with a run preset's followpose options (e.g. pose-guidance, fast+pose-guidance); "
+             "named in the table")] = None,
 ) -> None:
     """Train (cached) and evaluate Follow-Your-Pose variants: injection, depth, temporal modules, stage 2."""
     from fypbench.ablate import run_ablation
@@ -312,7 +315,8 @@ def ablate(
         raise UserError(f"--limit must be >= 1, got {limit}")
     path = run_ablation(variants=variants, world=world, protocol=protocol, limit=limit, subset=subset, preset=preset,
                         overrides=parse_overrides(overrides or []), out=out, run_dir=run_dir,
-                        generator_options={"num_inference_steps": num_inference_steps} if num_inference_steps else None)
+                        generator_options={"num_inference_steps": num_inference_steps} if num_inference_steps else None,
+                        run_preset=run_preset)
     typer.echo(f"written: {path}")
 
 

@@ -33,6 +33,24 @@ def test_debug_ablation_end_to_end(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir()
                   if not p.name.startswith("data-")) == cached
 
+    # a run preset's followpose options sample every variant (cached weights reused), named in the table
+    pg = run_ablation(variants="default", limit=2, preset="debug", overrides=common, out=tmp_path / "pg.md",
+                      run_dir=tmp_path / "run-pg", generator_options={"num_inference_steps": 2, "size": 64},
+                      run_preset="pose-guidance")
+    import json
+
+    run = json.loads((tmp_path / "run-pg" / "run.json").read_text())
+    assert "text branch only" in run["methods"]["followpose-default"]["config"]["sampler"]
+    assert run["ablation"]["run_preset"]["name"] == "pose-guidance"
+    assert "--run-preset pose-guidance --num-inference-steps 2`" in pg.read_text()
+    assert "Sampling preset pose-guidance (departs from the official sampler)" in pg.read_text()
+    assert sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir()
+                  if not p.name.startswith("data-")) == cached
+    with pytest.raises(UserError, match="pose-guidance"):
+        run_ablation(variants="default", limit=2, preset="debug", overrides=common, out=tmp_path / "bad.md",
+                     run_dir=tmp_path / "run-bad", run_preset="pose-guidence")
+    assert not (tmp_path / "bad.md").exists() and not (tmp_path / "run-bad").exists()
+
     # a retrained base in the same folder never reuses weights trained on the previous one
     save_pipeline(build_components("debug", seed=4), tmp_path / "base")
     run_ablation(variants="default", limit=2, preset="debug", overrides=common, out=tmp_path / "retrained.md",
