@@ -180,8 +180,8 @@ def ablation_markdown(record: dict[str, Any], run_dir: Path, names: Sequence[str
     lines.insert(4, f"Training preset {preset}, overrides for every variant: {overrides}; sampling: DDIM "
                     f"{', '.join(map(str, sorted(steps, key=str)))} steps; base model {', '.join(bases)}  ")
     if ablation.get("run_preset"):
-        lines.insert(5, f"Sampling preset {ablation['run_preset']['name']} (departs from the official sampler): "
-                        f"{ablation['run_preset']['description']}  ")
+        lines.insert(5, f"Sampling preset {ablation['run_preset']['name']} (departs from the followpose preset's "
+                        f"sampling): {ablation['run_preset']['description']}  ")
     lines = [line for line in lines if not line.startswith("Run preset:")]  # the line above states the settings
     head = ["variant"] + [label for _, label, _ in COLUMNS] + [f"d{label} vs default [95% CI]" for _, label, _ in COLUMNS]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -43,7 +43,7 @@ def test_debug_ablation_end_to_end(tmp_path, monkeypatch):
     assert "text branch only" in run["methods"]["followpose-default"]["config"]["sampler"]
     assert run["ablation"]["run_preset"]["name"] == "pose-guidance"
     assert "--run-preset pose-guidance --num-inference-steps 2`" in pg.read_text()
-    assert "Sampling preset pose-guidance (departs from the official sampler)" in pg.read_text()
+    assert "Sampling preset pose-guidance (departs from the followpose preset's sampling)" in pg.read_text()
     assert sorted(p.name for p in (tmp_path / "cache" / "ablate" / "debug").iterdir()
                   if not p.name.startswith("data-")) == cached
     with pytest.raises(UserError, match="pose-guidance"):
