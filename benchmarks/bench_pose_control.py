@@ -91,13 +91,14 @@ def torso_x(frames, detector) -> np.ndarray:
     return np.array(out)
 
 
-def mean_ci(values: np.ndarray, rng: np.random.Generator) -> str:
-    """'mean [low, high]': percentile bootstrap 95 % CI over the values (samples), 2000 replicates."""
+def mean_ci(values: np.ndarray) -> str:
+    """'mean [low, high]': the leaderboards' percentile bootstrap 95 % CI over samples (fypbench.stats)."""
+    from fypbench.stats import bootstrap_mean
+
     if not len(values):
         return f"{'nan':>6} {'':>16}"
-    boot = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(2000)]
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return f"{values.mean():6.3f} [{low:6.3f}, {high:6.3f}]"
+    estimate = bootstrap_mean(values)
+    return f"{estimate.value:6.3f} [{estimate.ci_low:6.3f}, {estimate.ci_high:6.3f}]"
 
 
 def parse_options(items: list[str]) -> dict[str, dict[str, object]]:
@@ -136,7 +137,6 @@ def main() -> None:
     print(f"fyp-1024 every {args.every}th sample: {len(probes)} probed (shift up to {args.shift}, "
           f"mean {np.mean([d for _, d in probes]):.3f} of the width)")
     world, detector = MiniWorld(), MediaPipePoseDetector()
-    rng = np.random.default_rng(0)
     print(f"{'method':<20} {'gain':>6} {'95% CI':>16} {'followed':>8} {'95% CI':>16} {'frames found in both':>22} "
           f"{'seconds':>8}")
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
@@ -159,7 +159,7 @@ def main() -> None:
                 per_frame.append(gain)
         gains = np.array(per_sample)
         followed = [float(np.mean(g >= 0.5)) for g in per_frame]
-        print(f"{name:<20} {mean_ci(gains, rng)} {mean_ci(np.array(followed), rng)} "
+        print(f"{name:<20} {mean_ci(gains)} {mean_ci(np.array(followed))} "
               f"{found:>10}/{total:<11} {time.perf_counter() - start:8.0f}", flush=True)
     detector.close()
 

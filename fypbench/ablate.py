@@ -103,6 +103,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
+    explicit_steps = (generator_options or {}).get("num_inference_steps")  # what the command line said
     preset_record = None
     if run_preset is not None:
         generator_options, preset_record = sampling_preset(run_preset, generator_options)
@@ -134,7 +135,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
             "methods": {m: {"config": g.config(), "config_hash": g.config_hash()} for m, g in generators.items()},
             "unavailable": {}, "environment": environment_record(),
             "ablation": {"preset": preset, "overrides": common, "variants": {n: VARIANTS[n] for n in names},
-                         "num_inference_steps": (generator_options or {}).get("num_inference_steps"),
+                         "num_inference_steps": explicit_steps,
                          "run_preset": preset_record}})
         jobs = shard_jobs(plan_jobs([(m, False) for m in generators], samples, 8), Shard())
         generate(run_dir, generators, samples, jobs)
