@@ -96,6 +96,7 @@ def write_video(run_dir: str | os.PathLike, method: str, sample_id: str, frames:
     paths = video_paths(run_dir, method, sample_id)
     # a rewrite first removes the done marker, so a crash mid-rewrite never pairs new frames with old meta
     paths["meta"].unlink(missing_ok=True)
+    remove_stale_temp_files(paths)
     with atomic_path(paths["frames"]) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, frames=frames)
@@ -111,6 +112,19 @@ def write_video(run_dir: str | os.PathLike, method: str, sample_id: str, frames:
               "frames_sha256": frames_sha256(frames), "previews": written_previews}
     write_json_atomic(paths["meta"], record)
     return record
+
+
+def remove_stale_temp_files(paths: Mapping[str, Path]) -> list[Path]:
+    """Delete temp files a killed writer left beside this video's files (`.{name}.XXXX{suffix}`, see atomic_path).
+
+    Only the process that owns a sample writes it (shards split by sample), so this never races a live writer.
+    """
+    removed = []
+    for path in paths.values():
+        for stale in path.parent.glob(f".{path.name}.*"):  # names are _SAFE_NAME: no glob characters
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
 
 
 def is_done(run_dir: str | os.PathLike, method: str, sample_id: str) -> bool:

@@ -115,3 +115,15 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert video_paths(tmp_path, "fyp", "s0")["frames"].read_bytes() == before
     assert not is_done(tmp_path, "fyp", "s0")  # a rewrite removes the done marker first
     assert integrity_check(tmp_path, ["fyp"], ["s0", "s1"]).counts()["fyp"]["incomplete"] == 1
+
+
+def test_a_rewrite_removes_the_temp_files_a_killed_writer_left(tmp_path):
+    # SIGKILL skips atomic_path's cleanup: its temp files stay until the sample is written again
+    folder = video_paths(tmp_path, "fyp", "s1")["frames"].parent
+    folder.mkdir(parents=True)
+    left_behind = [folder / ".s1.npz.k1ll3d.npz", folder / ".s1.json.abcd.json", folder / ".s1.gif.x.gif"]
+    other_sample = folder / ".s10.npz.k1ll3d.npz"  # another sample's (maybe live) temp file is not touched
+    for path in [*left_behind, other_sample]:
+        path.write_bytes(b"PK partial")
+    write_video(tmp_path, "fyp", "s1", _frames(), META, previews=False)
+    assert sorted(p.name for p in folder.iterdir()) == [".s10.npz.k1ll3d.npz", "s1.json", "s1.npz"]
