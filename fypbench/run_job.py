@@ -202,7 +202,7 @@ def forget_methods(run_dir: str | Path, methods: str, log=print) -> list[str]:
         for name in names:
             folder = run_dir / VIDEOS_DIR / name
             if folder.is_dir():
-                count = len(list(folder.glob("*.npz")))
+                count = len([p for p in folder.glob("*.npz") if not p.name.startswith(".")])
                 shutil.rmtree(folder)
                 log(f"{folder}: removed {count} videos")
     return names

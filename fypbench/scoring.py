@@ -181,7 +181,8 @@ def _concat_unique(frames: Sequence[Any]):
 
 def _part_files(run_dir: str | os.PathLike) -> list[Path]:
     folder = parts_dir(run_dir)
-    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    # ".name.XXXX.parquet" are atomic_path temp files (a killed writer's leftovers): never rows
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
 
 
 def read_scores(run_dir: str | os.PathLike):

@@ -193,3 +193,12 @@ def test_bad_input_is_a_one_line_user_error(run, tmp_path):
         score_command(str(run_dir), "clip_score,fc_clip_consecutive", clip_weights=str(empty))
     with pytest.raises(UserError, match="world"):
         score_run(run_dir, CLIP_METRICS, world="mnii", samples=samples, embedder=_stub())
+
+
+def test_a_killed_writers_temp_part_is_never_read_as_rows(run):
+    run_dir, samples = run
+    score_run(run_dir, CLIP_METRICS, samples=samples, embedder=_stub(), pairs={("steady", "s0")},
+              part="shard-1-of-2", log=lambda m: None)
+    # SIGKILL mid-write leaves atomic_path's temp file: truncated parquet under a hidden name
+    (run_dir / "scores" / "parts" / ".shard-0-of-2.parquet.k1ll3d.parquet").write_bytes(b"PAR1 truncated")
+    assert len(read_scores(run_dir)) == 2

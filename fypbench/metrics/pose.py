@@ -42,7 +42,9 @@ Detectors:
   0.5). The instance score cannot separate such detections (skeleton-map and render visibilities overlap).
   Bilinear or nearest upscaling, blur, equalisation, grayscale and a constant border all lowered the detection
   rate; 192 or 384 px instead of 256 changed it by < 0.01; a 0.4-0.5 border lowered it. Minecraft renders (4-px
-  blocks, no face) stay undetected by every option tried.
+  blocks, no face) stay undetected by every option tried. BlazePose's video mode (static_image_mode=False,
+  smooth_landmarks=False, one tracker per variant, reset per video, frames in order) was measured the same way and
+  rejected: detection 0.709, PCK 0.535, AUCs 0.760 / 0.726 (unchanged), but skeleton maps detected 0.25.
 - `MMPoseDetector`: mmpose top-down (optional `[mmpose]` extra) with user-supplied config + checkpoint and an
   optional mmdet person detector; instance score = bbox score x mean keypoint score.
 Detection runs over videos in a process pool (`detect_videos`), one detector per worker, results in input order.
