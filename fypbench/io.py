@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -30,6 +31,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """True for atomic_path's temporary names (`.{target}.<random>{suffix}`): a killed writer leaves them behind."""
+    return Path(path).name.startswith(".")
+
+
+def temp_files_of(path: str | os.PathLike) -> list[Path]:
+    """Temporary files atomic_path made for `path` and a killed writer left behind."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*"))
 
 
 def _umask() -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fypbench.errors import UserError
+from fypbench.io import is_temp_file
 from fypbench.runner import (
     DEFAULT_RUN_PRESET, Shard, check_writable, environment_record, generate, load_run_config, load_run_preset,
     merge_run_configs, plan_jobs, resolve_methods, run_lock, shard_jobs, write_run_record,
@@ -202,7 +203,7 @@ def forget_methods(run_dir: str | Path, methods: str, log=print) -> list[str]:
         for name in names:
             folder = run_dir / VIDEOS_DIR / name
             if folder.is_dir():
-                count = len([p for p in folder.glob("*.npz") if not p.name.startswith(".")])
+                count = len([p for p in folder.glob("*.npz") if not is_temp_file(p)])
                 shutil.rmtree(folder)
                 log(f"{folder}: removed {count} videos")
     return names

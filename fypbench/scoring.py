@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from fypbench.errors import UserError, did_you_mean
+from fypbench.io import is_temp_file
 from fypbench.sample import Sample
 
 RUN_FILE = "run.json"
@@ -181,8 +182,7 @@ def _concat_unique(frames: Sequence[Any]):
 
 def _part_files(run_dir: str | os.PathLike) -> list[Path]:
     folder = parts_dir(run_dir)
-    # ".name.XXXX.parquet" are atomic_path temp files (a killed writer's leftovers): never rows
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    return sorted(p for p in folder.glob("*.parquet") if not is_temp_file(p)) if folder.is_dir() else []
 
 
 def read_scores(run_dir: str | os.PathLike):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fypbench.io import atomic_path, write_json_atomic
+from fypbench.io import atomic_path, is_temp_file, temp_files_of, write_json_atomic
 
 VIDEO_FORMAT_VERSION = 1
 VIDEOS_DIR = "videos"
@@ -115,13 +115,13 @@ def write_video(run_dir: str | os.PathLike, method: str, sample_id: str, frames:
 
 
 def remove_stale_temp_files(paths: Mapping[str, Path]) -> list[Path]:
-    """Delete temp files a killed writer left beside this video's files (`.{name}.XXXX{suffix}`, see atomic_path).
+    """Delete the temp files a killed writer left beside this video's files (see atomic_path).
 
     Only the process that owns a sample writes it (shards split by sample), so this never races a live writer.
     """
     removed = []
     for path in paths.values():
-        for stale in path.parent.glob(f".{path.name}.*"):  # names are _SAFE_NAME: no glob characters
+        for stale in temp_files_of(path):
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
@@ -180,7 +180,7 @@ def stored_sample_ids(run_dir: str | os.PathLike, method: str) -> list[str]:
     folder = Path(run_dir) / VIDEOS_DIR / _check_name(method, "method name")
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.json") if not p.name.startswith("."))
+    return sorted(p.stem for p in folder.glob("*.json") if not is_temp_file(p))
 
 
 @dataclass(frozen=True)
