@@ -114,17 +114,15 @@ def write_video(run_dir: str | os.PathLike, method: str, sample_id: str, frames:
     return record
 
 
-def remove_stale_temp_files(paths: Mapping[str, Path]) -> list[Path]:
+def remove_stale_temp_files(paths: Mapping[str, Path]) -> None:
     """Delete the temp files a killed writer left beside this video's files (see atomic_path).
 
-    Only the process that owns a sample writes it (shards split by sample), so this never races a live writer.
+    Done here, by the sample's owner, not inside atomic_path: only the process that owns a sample writes it (shards
+    split by sample), so this never races a live writer, while shared files (metrics.json) have several writers.
     """
-    removed = []
     for path in paths.values():
         for stale in temp_files_of(path):
             stale.unlink(missing_ok=True)
-            removed.append(stale)
-    return removed
 
 
 def is_done(run_dir: str | os.PathLike, method: str, sample_id: str) -> bool:

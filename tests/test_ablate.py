@@ -1,5 +1,7 @@
 """fypbench ablate on the debug presets: variants train (cached), generate, score, one table."""
 
+import json
+
 import pytest
 
 from fypbench.ablate import VARIANTS, resolve_variants, run_ablation
@@ -37,8 +39,6 @@ def test_debug_ablation_end_to_end(tmp_path, monkeypatch):
     pg = run_ablation(variants="default", limit=2, preset="debug", overrides=common, out=tmp_path / "pg.md",
                       run_dir=tmp_path / "run-pg", generator_options={"num_inference_steps": 2, "size": 64},
                       run_preset="pose-guidance")
-    import json
-
     run = json.loads((tmp_path / "run-pg" / "run.json").read_text())
     assert "text branch only" in run["methods"]["followpose-default"]["config"]["sampler"]
     assert run["ablation"]["run_preset"]["name"] == "pose-guidance"
