@@ -45,6 +45,11 @@ Detectors:
   blocks, no face) stay undetected by every option tried. BlazePose's video mode (static_image_mode=False,
   smooth_landmarks=False, one tracker per variant, reset per video, frames in order) was measured the same way and
   rejected: detection 0.709, PCK 0.535, AUCs 0.760 / 0.726 (unchanged), but skeleton maps detected 0.25.
+  The other landmark models, taken from the npm package @mediapipe/pose 0.5.1675469404 (its full model is
+  byte-identical to the wheel's) and measured the same way (plain + unsharp, one thread): heavy (complexity 2)
+  0.635 / 0.516 / 0.736 / 0.09 at 137 ms per frame, lite (0) 0.674 / 0.511 / 0.777 / 0.09 at 65 ms. Neither is
+  adopted: both share the full model's person detector, which is what misses the figures (minecraft 0.00 and pixel
+  art 0.14-0.36 in all three), and neither is in the wheel (the runtime would need an install-time download).
 - `MMPoseDetector`: mmpose top-down (optional `[mmpose]` extra) with user-supplied config + checkpoint and an
   optional mmdet person detector; instance score = bbox score x mean keypoint score.
 Detection runs over videos in a process pool (`detect_videos`), one detector per worker, results in input order.
