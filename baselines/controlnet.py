@@ -380,8 +380,12 @@ class PoseControlledImageGenerator(Generator):
         # The method's own weights first: a missing folder is the likelier problem and names the train command.
         if control is None:
             if weights is None:
-                weights = (world.method_weights(self.name) if world is not None
-                           else self.checkpoints[variant or self.default_variant])
+                if world is None:
+                    weights = self.checkpoints[variant or self.default_variant]
+                elif variant is not None:  # a world with several checkpoints (sd) picks the variant's
+                    weights = world.method_weights(self.name, variant=variant)
+                else:
+                    weights = world.method_weights(self.name)
             folder = resolve_folder(weights, f"{self.name} weights")
             module, manifest = load_control_folder(folder, self.load_control, self.control_kind)
             loaded = LoadedControl(module, folder_identity(folder), manifest)

@@ -9,7 +9,8 @@ Method (baselines.md §3, showlab/Tune-A-Video re-implemented on the pinned diff
   feed-forward with a zero-initialised output projection (identity at init), GroupNorm pooled over frames; no
   pose input, no `conv_temporal`.
 - One-shot tuning on the source video (mini world: `world.render_source(sample)`, the neutral-appearance render
-  of the sample's motion; sd world: the protocol's source video) with the source's prompt: only modules named
+  of the sample's motion; sd world: none is shipped, so `tune-a-video` is unavailable there unless you pass
+  `source_video=` yourself) with the source's prompt: only modules named
   `attn1.to_q`, `attn2.to_q`, `attn_temp` train; AdamW (constant lr, weight decay 1e-2, grad-norm clip 1.0),
   eps-MSE with one DDPM timestep per step, the VAE posterior sampled anew each step as in the official loop.
 - DDIM inversion of the source latents (posterior mean, float32, empty prompt, no CFG, as many steps as
@@ -385,6 +386,12 @@ class TuneAVideoGenerator(Generator):
                  source_prompt: Callable[[Sample], str] | None = None, init_seed: int = 0) -> None:
         from fypbench.base.components import load_base
 
+        if source_video is None and world is not None and not hasattr(world, "render_source"):
+            # before anything is loaded: a world that cannot give source videos makes the method unavailable
+            reason = getattr(world, "no_renderer_reason", None) or "it has no render_source"
+            raise MethodUnavailable(f"{self.name} needs each sample's source video; the "
+                                    f"{getattr(world, 'name', 'given')!r} world cannot give one ({reason}); pass "
+                                    "`source_video=` to TuneAVideoGenerator.from_pretrained to use your own")
         self.preset_name = preset
         chosen = get_preset(preset)
         tuning_overrides = {k: v for k, v in {"steps": tuning_steps, "learning_rate": learning_rate,

@@ -9,6 +9,7 @@ on stderr and exit with code 2.
 from __future__ import annotations
 
 import difflib
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,20 @@ from typer.core import TyperGroup
 
 from fypbench.errors import UserError
 from fypbench.generator import MethodUnavailable
+
+# typer 0.29 runs on its own vendored copy of click: its parsing errors (unknown option, bad value, missing
+# argument) are not click's classes, so both families are caught.
+try:
+    from typer._click import exceptions as _typer_click
+except ImportError:  # a typer that uses click itself
+    _typer_click = click.exceptions
+# The command line as typed (main() sets it), recorded by `fypbench run` so that tables name the exact command.
+_INVOCATION: list[str] = []
+NO_ARGS_ERRORS = tuple({click.exceptions.NoArgsIsHelpError, _typer_click.NoArgsIsHelpError})
+USAGE_ERRORS = tuple({click.UsageError, _typer_click.UsageError})
+CLICK_ERRORS = tuple({click.ClickException, _typer_click.ClickException})
+EXITS = tuple({click.exceptions.Exit, typer.Exit})
+ABORTS = tuple({click.exceptions.Abort, typer.Abort})
 
 
 class SuggestingGroup(TyperGroup):
@@ -36,7 +51,8 @@ class SuggestingGroup(TyperGroup):
 
 def _app(help_text: str) -> typer.Typer:
     return typer.Typer(cls=SuggestingGroup, help=help_text, no_args_is_help=True, add_completion=False,
-                       pretty_exceptions_enable=False, rich_markup_mode=None)
+                       pretty_exceptions_enable=False, rich_markup_mode=None,
+                       context_settings={"help_option_names": ["-h", "--help"]})
 
 
 app = _app("fypbench: train, run and compare pose-guided text-to-video generators.")
@@ -45,12 +61,12 @@ world_app = _app("Look at a world: render samples as videos.")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(world_app, name="world")
 
-LS_KINDS = ("methods", "protocols", "worlds", "presets")
+LS_KINDS = ("methods", "protocols", "worlds", "presets", "recipes", "metrics")
 
 
 @app.command("ls")
-def ls(kind: Annotated[str, typer.Argument(help="methods | protocols | worlds | presets")]) -> None:
-    """List registered methods, built-in protocols, worlds or run presets (imports nothing heavy)."""
+def ls(kind: Annotated[str, typer.Argument(help="methods | protocols | worlds | presets | recipes | metrics")]) -> None:
+    """List registered methods, built-in protocols, worlds, run presets, training recipes or metrics."""
     from rich.console import Console
     from rich.table import Table
 
@@ -63,8 +79,11 @@ def ls(kind: Annotated[str, typer.Argument(help="methods | protocols | worlds | 
     if kind == "methods":
         for entry in METHODS.entries():
             table.add_row(entry.name, entry.summary)
-    elif kind == "worlds":
-        for entry in WORLDS.entries():
+    elif kind in ("worlds", "recipes", "metrics"):
+        from fypbench.metrics import METRICS
+        from fypbench.registry import RECIPES
+
+        for entry in {"worlds": WORLDS, "recipes": RECIPES, "metrics": METRICS}[kind].entries():
             table.add_row(entry.name, entry.summary)
     elif kind == "protocols":
         import json
@@ -174,13 +193,22 @@ def world_render(
         typer.echo(str(path))
 
 
-@app.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+# The config key naming where each recipe exports (null = inside its output folder); the vae recipe always exports
+# inside it. With --out, the export goes there too, never over the shipped weights a mini preset names.
+RECIPE_EXPORT_KEYS = {"base": "export.dir", "evaluator-clip": "export_dir", "followpose-stage1": "export.dir",
+                      "followpose-stage2": "export.dir", "controlnet": "export.dir", "t2i-adapter": "export.dir"}
+
+
+@app.command("train")
 def train(
-    recipe: Annotated[str, typer.Argument(help="vae | base | evaluator-clip | controlnet | t2i-adapter | ...")],
+    recipe: Annotated[str, typer.Argument(help="vae | base | evaluator-clip | followpose-stage1 | followpose-stage2 "
+                                               "| controlnet | t2i-adapter (fypbench ls recipes)")],
     world: Annotated[str, typer.Option(help="world whose preset to use (mini | sd)")] = "mini",
     preset: Annotated[str | None, typer.Option(help="preset name or YAML path (default: the world's name; "
                                                     "debug = tiny, seconds)")] = None,
-    out: Annotated[Path | None, typer.Option(help="output folder (default: the shipped weights folder)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder of checkpoints, logs and the exported weights "
+                                                  "(default: runs/train/<recipe>_<preset>, exporting where the "
+                                                  "preset says: the mini presets replace the shipped weights)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the output folder's last checkpoint")] = True,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="config override key=value (repeatable)")] = None,
 ) -> None:
@@ -189,7 +217,11 @@ def train(
     from fypbench.training.common import parse_overrides
 
     run_recipe = RECIPES.load(recipe)
-    folder = run_recipe(preset or world, out, resume, parse_overrides(overrides or []))
+    parsed = parse_overrides(overrides or [])
+    export_key = RECIPE_EXPORT_KEYS.get(recipe)
+    if out is not None and export_key is not None:
+        parsed.setdefault(export_key, None)  # null = inside --out; a --set of the key still wins
+    folder = run_recipe(preset or world, out, resume, parsed)
     typer.echo(f"exported: {folder}")
 
 
@@ -241,7 +273,7 @@ def run(
         raise UserError(f"--limit must be >= 1, got {limit}")
     options = RunOptions(methods=methods, world=world, protocol=protocol, limit=limit, subset=subset, out=out,
                          shard=shard, batch_size=batch_size, config=config, previews=previews, score=score,
-                         preset=preset)
+                         preset=preset, command=shlex.join(["fypbench", *_INVOCATION]))
     run_dir = run_benchmark(options)
     typer.echo(f"run directory: {run_dir}")
 
@@ -346,21 +378,33 @@ def leaderboard(
         typer.echo(f"written: {path}")
 
 
+def _usage_error_line(exc: Exception) -> str:
+    """One line for a command-line usage error: the message and where to look."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(exc.format_message().split())
+    return f"error: {message}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    _INVOCATION[:] = list(argv) if argv is not None else sys.argv[1:]
     try:
         app(args=argv, standalone_mode=False)
-    except UserError as exc:
+    except (UserError, MethodUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         return UserError.exit_code
-    except MethodUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except NO_ARGS_ERRORS as exc:
+        exc.show()  # the command's help
         return UserError.exit_code
-    except click.exceptions.Exit as exc:
+    except USAGE_ERRORS as exc:
+        typer.echo(_usage_error_line(exc), err=True)
+        return UserError.exit_code
+    except EXITS as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except CLICK_ERRORS as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except ABORTS:
         typer.echo("aborted", err=True)
         return 1
     return 0

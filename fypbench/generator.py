@@ -52,6 +52,18 @@ def check_video(video: np.ndarray, num_frames: int, size: tuple[int, int] | None
     return video
 
 
+def with_world_defaults(cls: type[Generator], world, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` over the world's option defaults (`world.method_defaults()`, e.g. the sd world's preset and
+    device), keeping only the defaults the method accepts. A world without defaults (mini) changes nothing."""
+    defaults = getattr(world, "method_defaults", None)
+    if defaults is None:
+        return dict(options)
+    accepted = cls.option_names()
+    merged = {k: v for k, v in defaults().items() if accepted is not None and k in accepted}
+    merged.update(options)
+    return merged
+
+
 class Generator(ABC):
     """Base class of every method.
 
@@ -72,7 +84,7 @@ class Generator(ABC):
         = samples denoised together by the video models, `frames_per_batch` = frames per UNet call by the
         per-frame methods).
         """
-        return cls(world=world, **options)
+        return cls(world=world, **with_world_defaults(cls, world, options))
 
     @classmethod
     def option_names(cls) -> frozenset[str] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 from fypbench.errors import UserError
 from fypbench.io import write_text_atomic
 
+REPORT_DIR = "report"  # a run's default leaderboard folder
 FORMATS = ("md", "csv", "tex", "html", "png")
 GALLERY_SAMPLES = 8
 COLUMNS = (("clip_score", "CS", 2), ("fc_clip_consecutive", "FC", 2), ("pa", "PA", 2), ("pck_0.1h", "PCK@0.1h", 3))
@@ -68,22 +70,35 @@ def method_revisions(run: dict[str, Any], env: dict[str, Any]) -> str:
     return " (" + "; ".join(f"videos of {', '.join(sorted(m))} made at git {g}" for g, m in sorted(by_git.items())) + ")"
 
 
+def produced_by(run: dict[str, Any], run_dir: Path) -> str:
+    """The `fypbench run` command lines recorded in run.json (each invocation that wrote to the run); records
+    written before commands were recorded get the command rebuilt from their settings."""
+    if run.get("commands"):
+        return "; ".join(f"`{command}`" for command in run["commands"])
+    preset = (run.get("preset") or {}).get("name", "default")
+    return (f"`fypbench run --world {run.get('world')} --protocol {run.get('protocol')}"
+            + (f" --preset {preset}" if preset != "default" else "")
+            + (f" --subset {run['subset']}" if run.get("subset") else "")
+            + (f" --limit {run['limit']}" if run.get("limit") else "") + f" --out {run_dir}`")
+
+
 def header_lines(results: dict[str, Any], run_dir: Path) -> list[str]:
     run = results["run"]
     env = run.get("environment") or {}
     preset = run.get("preset") or {}  # absent in records written before run presets existed
     departs = preset.get("name", "default") != "default"
+    customised = bool((run.get("run_config") or {}).get("methods"))
     return [f"Run: `{run_dir}` - world {run.get('world')}, protocol {run.get('protocol')} "
             f"(hash {str(run.get('protocol_hash'))[:16]})"
             + (f", subset {run['subset']}" if run.get("subset") else "") + f", {results['n_samples']} samples",
-            f"Produced by: `fypbench run --world {run.get('world')} --protocol {run.get('protocol')}"
-            + (f" --preset {preset['name']}" if departs else "")
-            + (f" --subset {run['subset']}" if run.get("subset") else "")
-            + (f" --limit {run['limit']}" if run.get("limit") else "") + f" --out {run_dir}` then "
+            f"Produced by: {produced_by(run, run_dir)} then "
             f"`fypbench leaderboard {run_dir}`, git {env.get('git', 'unknown')}" + method_revisions(run, env),
             f"Run preset: {preset.get('name', 'default')}"
-            + (f" (departs from the methods' defaults: {preset.get('description')})"
-               if departs else " (every method's default)"),
+            + (f" (departs from the methods' defaults: {preset.get('description')})" if departs
+               else " (every method's default" + (", except the run config's options below)" if customised
+                                                   else ")")),
+            *([f"Run config (--config): `{json.dumps(run['run_config'], sort_keys=True)}`"]
+              if run.get("run_config") else []),
             f"Method presets: " + "; ".join(f"{m}: {c.get('config', {}).get('preset', 'default')}"
                                             for m, c in (run.get("methods") or {}).items()),
             "95 % percentile bootstrap CIs over sample ids "
@@ -98,7 +113,7 @@ def to_markdown(results: dict[str, Any], run_dir: Path) -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in main_rows(results)]
     for method, reason in unavailable.items():
-        lines.append(f"| {method} | not run: {reason} |")
+        lines.append(f"| {method} | not run: {reason} |" + " |" * (len(head) - 2))
     comparisons = results["paired"].get("comparisons") or {}
     if comparisons:
         lines += ["", f"## Paired differences vs {results['paired']['baseline']} (method - baseline)", "",
@@ -150,14 +165,16 @@ def _tex_escape(text: str) -> str:
 
 def to_latex(results: dict[str, Any], run_dir: Path) -> str:
     lines = [f"% {_tex_escape(h)}" for h in header_lines(results, run_dir)]
-    lines += [r"\begin{tabular}{l" + "r" * len(COLUMNS) + "}", r"\toprule",
-              "Method & " + " & ".join(label for _, label, _ in COLUMNS) + r" \\", r"\midrule"]
-    for method, metrics in results["table"].items():
+    lines += ["% cells: value with its 95 % percentile bootstrap CI [low, high] as a subscript",
+              r"\begin{tabular}{l" + "r" * (len(COLUMNS) + 1) + "}", r"\toprule",
+              "Method & " + " & ".join(label for _, label, _ in COLUMNS) + r" & $n$ \\", r"\midrule"]
+    for row, (method, metrics) in zip(main_rows(results), results["table"].items()):
         cells = []
         for name, _, digits in COLUMNS:
             e = metrics.get(name)
-            cells.append("--" if not e else f"{_fmt(e['value'], digits)}$_{{\\pm{_fmt((e['ci_high'] - e['ci_low']) / 2, digits)}}}$")
-        lines.append(_tex_escape(method) + " & " + " & ".join(cells) + r" \\")
+            cells.append("--" if not e else f"{_fmt(e['value'], digits)}$_{{[{_fmt(e['ci_low'], digits)}, "
+                                            f"{_fmt(e['ci_high'], digits)}]}}$")
+        lines.append(_tex_escape(method) + " & " + " & ".join(cells) + f" & {row[-1]}" + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -276,7 +293,7 @@ def write_leaderboard(run_dir: str | Path, formats: str = "md,csv,tex", out: str
     if not wanted:
         raise UserError("--format is empty")
     results = read_results(run_dir)
-    folder = Path(out) if out is not None else run_dir / "report"
+    folder = Path(out) if out is not None else run_dir / REPORT_DIR
     render = {"md": lambda: to_markdown(results, run_dir), "csv": lambda: to_csv(results),
               "tex": lambda: to_latex(results, run_dir), "html": lambda: to_html(results, run_dir, folder)}
     paths = []

@@ -87,3 +87,6 @@ RECIPES.register("t2i-adapter", "fypbench.baselines.t2i_adapter:run", "T2I-Adapt
 WORLDS = Registry("world")
 WORLDS.register("mini", "fypbench.world.mini.world:MiniWorld",
                 "Offline CPU world: mannequin renders of mocap + procedural motion, tiny in-house models")
+WORLDS.register("sd", "fypbench.world.sd:SdWorld",
+                "Stable Diffusion 1.5 + official Follow-Your-Pose + hub baselines, 512 px, GPU; local folders or "
+                "the local HF cache only (FYPBENCH_SD_*)")

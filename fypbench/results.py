@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fypbench.errors import UserError
+from fypbench.errors import UserError, did_you_mean
 from fypbench.io import write_json_atomic
 from fypbench.stats import (
     DEFAULT_REPLICATES, DEFAULT_SEED, bootstrap_mean, bootstrap_statistic, paired_bootstrap_mean,
@@ -69,7 +69,7 @@ def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replica
     from fypbench.metrics import DEFAULT_METRICS, build_metrics
     from fypbench.metrics.base import results_from_rows
     from fypbench.runner import read_run_record
-    from fypbench.scoring import load_run_samples, read_scores
+    from fypbench.scoring import load_run_samples, read_scores, unusable_videos
 
     run_dir = Path(run_dir)
     started = time.perf_counter()
@@ -78,12 +78,19 @@ def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replica
     scores = read_scores(run_dir)
     if scores.empty:
         raise UserError(f"{run_dir}: nothing scored yet (run `fypbench score {run_dir}`)")
+    # rows of videos the last integrity check found missing or corrupt do not count as found
+    unusable = unusable_videos(run_dir)
+    if unusable:
+        keep = [(m, s) not in unusable for m, s in zip(scores["method"], scores["sample_id"])]
+        scores = scores[keep].reset_index(drop=True)
     if metrics is None:
         present = [m for m in DEFAULT_METRICS if m in set(scores["metric"])]
         metrics = build_metrics(present, run.get("world", "mini"))
     ids = [s.id for s in samples]
     tags = {s.id: s.tags for s in samples}
     methods = [m for m in list(run.get("methods", {})) if m in set(scores["method"])]
+    if baseline != DEFAULT_BASELINE and baseline not in methods:
+        raise did_you_mean(baseline, methods, "baseline method (scored in this run)")
     slice_tags = list(slice_tags) if slice_tags is not None else sorted({k for s in samples for k in s.tags})
 
     per_metric_rows: dict[str, dict[str, dict[str, Any]]] = {}
@@ -151,7 +158,7 @@ def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replica
         "schema_version": SCHEMA_VERSION,
         "run": {k: run.get(k) for k in ("fypbench_version", "world", "protocol", "protocol_path", "protocol_hash",
                                         "subset", "limit", "batch_size", "preset", "methods", "unavailable",
-                                        "environment", "ablation")},
+                                        "environment", "ablation", "commands", "run_config")},
         "n_samples": len(ids),
         "metrics": {metric.name: metric.record() for metric in metrics},
         "bootstrap": {"replicates": replicates, "pooled_replicates": pooled_replicates, "seed": seed,
@@ -160,6 +167,7 @@ def build_results(run_dir: str | Path, baseline: str = DEFAULT_BASELINE, replica
         "paired": {"baseline": baseline if any(baseline in r for r in per_metric_rows.values()) else None,
                    "difference": "method - baseline", "comparisons": paired},
         "slices": slices,
+        "unusable_videos": {m: sorted(s for mm, s in unusable if mm == m) for m in sorted({m for m, _ in unusable})},
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -183,7 +191,12 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         raise UserError(f"{path}: no results record (run `fypbench results {run_dir}`)")
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: invalid JSON ({error}); rebuild it with `fypbench results {run_dir}`") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: expected a JSON object; rebuild it with `fypbench results {run_dir}`")
     if record.get("schema_version") != SCHEMA_VERSION:
         raise UserError(f"{path}: schema_version {record.get('schema_version')} != {SCHEMA_VERSION}")
     return record

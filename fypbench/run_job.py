@@ -7,10 +7,13 @@ Same command under `torchrun --standalone --nproc_per_node 2 -m fypbench.cli run
 process skips its finished jobs (fypbench/runner.py). Each shard then scores its own videos into a scores part
 (fypbench.scoring, `part=`); shard 0 waits for every video and every other shard's part, scores what is left (a
 dead shard's videos) and folds the parts into scores/scores.parquet, then writes results.json and the report.
+Videos still missing when no other shard has run for $FYPBENCH_SHARD_TAKEOVER_S seconds (default 120: a shard
+that died, has not started, or split the job list with another --batch-size) are made by shard 0 itself.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +28,9 @@ from fypbench.runner import (
 )
 
 DEFAULT_BATCH_SIZE = 8
+# Seconds shard 0 waits, with no other shard running, before it makes the missing videos itself.
+DEFAULT_TAKEOVER_S = 120.0
+TAKEOVER_ENV = "FYPBENCH_SHARD_TAKEOVER_S"
 DEFAULT_PREVIEWS = 8
 
 
@@ -42,6 +48,7 @@ class RunOptions:
     previews: int | None = None
     score: bool = True
     preset: str = DEFAULT_RUN_PRESET
+    command: str | None = None  # the command line as typed, recorded in run.json and named in every table
 
 
 def check_method_options(method_options: dict[str, dict[str, Any]], where: Callable[[str], str]) -> None:
@@ -127,6 +134,7 @@ def run_benchmark(options: RunOptions) -> Path:
             "fypbench_version": __version__, "world": options.world, "protocol": protocol.name,
             "protocol_path": str(protocol.path), "protocol_hash": protocol.hash, "subset": subset, "limit": options.limit,
             "sample_ids": [s.id for s in samples], "batch_size": batch_size, "preset": preset_record,
+            "commands": [options.command] if options.command else [], "run_config": user_config,
             "methods": {name: {"config": g.config(), "config_hash": g.config_hash()}
                         for name, g in generators.items()},
             "unavailable": unavailable, "environment": environment_record(),
@@ -156,31 +164,42 @@ def run_benchmark(options: RunOptions) -> Path:
         if shard.index != 0:
             console.print(f"shard {shard}: generation and its own scores done; shard 0 folds the scores")
             return run_dir
-        if shard.count > 1:
-            _wait_for_all_videos(run_dir, list(generators), samples, console)
-            _wait_for_shard_parts(run_dir, shard, console)
-        from fypbench.scoring import score_run
+        with run_lock(run_dir, shard):  # held to the end, so that no `fypbench score`/`forget` runs meanwhile
+            if shard.count > 1:
+                missing = _wait_for_all_videos(run_dir, list(generators), samples, shard, console)
+                if missing:
+                    console.print(f"[bold yellow]no other shard is running and {len(missing)} videos are "
+                                  "missing[/] (a shard died, has not started, or split the jobs with other "
+                                  f"settings): shard {shard} makes them itself")
+                    # the full job list: generate() skips every finished video
+                    _generate_with_progress(run_dir, generators, samples, plan_jobs(plan, samples, batch_size),
+                                            gallery, console)
+                _wait_for_shard_parts(run_dir, shard, console)
+            from fypbench.scoring import score_run
 
-        score_run(run_dir, **score_options, world=options.world,
-                  samples=samples, methods=list(generators), pose_processes=max(1, shard.count),
-                  log=console.print)
-        from fypbench.leaderboard import write_leaderboard
-        from fypbench.results import write_results
+            score_run(run_dir, **score_options, world=options.world,
+                      samples=samples, methods=list(generators), pose_processes=max(1, shard.count),
+                      log=console.print)
+            from fypbench.leaderboard import write_leaderboard
+            from fypbench.results import write_results
 
-        console.print(f"results: {write_results(run_dir)}")
-        paths = write_leaderboard(run_dir, "md,csv,tex,html")
-        console.print(f"leaderboard: {', '.join(str(p) for p in paths)}")
+            console.print(f"results: {write_results(run_dir)}")
+            paths = write_leaderboard(run_dir, "md,csv,tex,html")
+            console.print(f"leaderboard: {', '.join(str(p) for p in paths)}")
     return run_dir
 
 
 def forget_methods(run_dir: str | Path, methods: str, log=print) -> list[str]:
     """`fypbench forget RUN_DIR --methods a,b`: delete these methods' stored videos, score rows and run.json
     entries, so that the next `fypbench run --out RUN_DIR` regenerates them (e.g. with retrained weights) while
-    the other methods' videos and scores stay. Holds the run's exclusive lock; results.json and report/ are left
-    as they are until the next run or `fypbench results` rewrites them."""
+    the other methods' videos and scores stay. Holds the run's exclusive lock. results.json and report/ are
+    removed (they would still show the forgotten methods); the next run, or `fypbench results` + `fypbench
+    leaderboard`, writes them again."""
     import shutil
 
     from fypbench.io import write_json_atomic
+    from fypbench.leaderboard import REPORT_DIR
+    from fypbench.results import RESULTS_FILE
     from fypbench.runner import RUN_FILE, read_run_record
     from fypbench.scoring import drop_method_rows
     from fypbench.videos import VIDEOS_DIR, stored_methods
@@ -206,6 +225,12 @@ def forget_methods(run_dir: str | Path, methods: str, log=print) -> list[str]:
                 count = len([p for p in folder.glob("*.npz") if not is_temp_file(p)])
                 shutil.rmtree(folder)
                 log(f"{folder}: removed {count} videos")
+        stale = [path for path in (run_dir / RESULTS_FILE, run_dir / REPORT_DIR) if path.exists()]
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if stale:
+            log(f"removed the stale {' and '.join(p.name for p in stale)}; rebuild with `fypbench results {run_dir} "
+                f"&& fypbench leaderboard {run_dir}` (or the next `fypbench run --out {run_dir}`)")
     return names
 
 
@@ -233,17 +258,40 @@ def _wait_until(pending: Callable[[], list], message: Callable[[int], str], cons
         time.sleep(poll_s)
 
 
-def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, console) -> None:
-    """Shard 0 scores only once every shard's videos exist."""
+def takeover_seconds() -> float:
+    """How long shard 0 waits for missing videos while no other shard runs before it makes them itself."""
+    text = os.environ.get(TAKEOVER_ENV, "")
+    try:
+        return float(text) if text else DEFAULT_TAKEOVER_S
+    except ValueError:
+        raise UserError(f"{TAKEOVER_ENV}={text!r}: expected a number of seconds") from None
+
+
+def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, shard: Shard, console,
+                         poll_s: float = 5.0) -> list[tuple[str, str]]:
+    """Shard 0 scores only once every shard's videos exist. Returns the videos still missing once no other
+    shard has held its lock for takeover_seconds() (a shard that died, has not started, or split the job list
+    another way, e.g. with another --batch-size): shard 0 then makes them itself; [] when all arrived."""
+    from fypbench.runner import other_shards_active
     from fypbench.videos import is_done
 
     waiting = [(m, s.id) for m in methods for s in samples]
-
-    def pending() -> list:
+    idle_since: float | None = None
+    announced = False
+    while True:
         waiting[:] = [(m, sid) for m, sid in waiting if not is_done(run_dir, m, sid)]
-        return waiting
-
-    _wait_until(pending, lambda n: f"waiting for the other shards: {n} videos still to come", console)
+        if not waiting:
+            return []
+        if other_shards_active(run_dir, shard):
+            idle_since = None
+        else:
+            idle_since = time.monotonic() if idle_since is None else idle_since
+            if time.monotonic() - idle_since >= takeover_seconds():
+                return list(waiting)
+        if not announced:
+            console.print(f"waiting for the other shards: {len(waiting)} videos still to come")
+            announced = True
+        time.sleep(poll_s)
 
 
 def _wait_for_shard_parts(run_dir: Path, shard: Shard, console) -> None:

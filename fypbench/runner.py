@@ -131,8 +131,9 @@ def run_lock(run_dir: Path, shard: Shard) -> Iterator[None]:
             try:
                 fcntl.flock(handle, mode | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UserError(f"{run_dir}: another `fypbench run` is active on this run directory "
-                                f"({name} is locked); wait for it or use another --out") from None
+                raise UserError(f"{run_dir}: another `fypbench run`, `score` or `forget` is active on this run "
+                                f"directory ({name} is locked); wait for it to finish (or give `run` another "
+                                "--out)") from None
         yield
     finally:
         for handle in reversed(handles):
@@ -142,7 +143,17 @@ def run_lock(run_dir: Path, shard: Shard) -> Iterator[None]:
 
 def shard_active(run_dir: Path, shard: Shard) -> bool:
     """Whether a live process holds `shard`'s lock (a shard that died or has not started holds nothing)."""
-    path = run_dir / LOCK_DIR / f"{shard.label}.lock"
+    return _lock_held(run_dir / LOCK_DIR / f"{shard.label}.lock")
+
+
+def other_shards_active(run_dir: Path, shard: Shard) -> bool:
+    """Whether a live process holds the lock of any shard but `shard`, whatever the number of shards it split
+    the run into."""
+    return any(_lock_held(path) for path in (run_dir / LOCK_DIR).glob("shard-*.lock")
+               if path.name != f"{shard.label}.lock")
+
+
+def _lock_held(path: Path) -> bool:
     if not path.is_file():
         return False
     with open(path, "a+") as handle:
@@ -277,7 +288,9 @@ def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
         before = {name: {**entry, "git": entry.get("git", git_before)} for name, entry in before.items()}
         now = {name: {**entry, "git": before[name]["git"]} if name in before else entry
                for name, entry in record["methods"].items()}
-        record = {**record, "methods": {**before, **now},
+        commands = [*(previous.get("commands") or []),
+                    *(c for c in record.get("commands") or [] if c not in (previous.get("commands") or []))]
+        record = {**record, "methods": {**before, **now}, "commands": commands,
                   "unavailable": {k: v for k, v in {**(previous.get("unavailable") or {}),
                                                     **(record.get("unavailable") or {})}.items()
                                   if k not in (record.get("methods") or {})}}
@@ -288,7 +301,13 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise UserError(f"{path}: not a run directory (no {RUN_FILE})")
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: invalid JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return record
 
 
 def shard_dict(shard: Shard) -> dict[str, int]:

@@ -347,6 +347,19 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
     return path
 
 
+def unusable_videos(run_dir: str | os.PathLike) -> set[tuple[str, str]]:
+    """(method, sample id) of the videos the last full integrity check (scores/coverage.json) found missing,
+    corrupt or mis-shaped: their score rows, if any, describe a video the run no longer holds."""
+    path = Path(run_dir) / SCORES_DIR / COVERAGE_FILE
+    if not path.is_file():
+        return set()
+    try:
+        problems = json.loads(path.read_text(encoding="utf-8"))["problems"]
+        return {(str(p["method"]), str(p["sample_id"])) for p in problems}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: unreadable ({error}); rebuild it with `fypbench score {run_dir}`") from None
+
+
 def _fold_part_timings(part_timings: Path, timings_path: Path) -> None:
     if not part_timings.is_file():
         return
@@ -400,5 +413,15 @@ def score_command(run_dir: str, metrics: str | None = None, pose_processes: int 
                   clip_weights: str | None = None, rescore: bool = False, world: str | None = None) -> Path:
     """`fypbench score RUN_DIR [--metrics a,b] [--pose-processes N] [--clip-weights PATH] [--rescore]
     [--world W]`: the CLI's entry point (metrics as one comma-separated string)."""
-    return score_run(run_dir, parse_metric_names(metrics), world=world, clip_weights=clip_weights,
-                     pose_processes=pose_processes, rescore=rescore)
+    from fypbench.runner import Shard, run_lock
+
+    run_path = Path(run_dir)
+    if not run_path.is_dir():
+        raise UserError(f"run directory {run_path} not found")
+    with run_lock(run_path, Shard(0, 1)):  # refused while a `fypbench run` or `forget` works on the directory
+        path = score_run(run_dir, parse_metric_names(metrics), world=world, clip_weights=clip_weights,
+                         pose_processes=pose_processes, rescore=rescore)
+    if (run_path / "results.json").is_file():
+        print(f"note: {run_path / 'results.json'} and the report predate these scores; rebuild them with "
+              f"`fypbench results {run_dir} && fypbench leaderboard {run_dir}`")
+    return path

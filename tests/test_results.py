@@ -20,12 +20,16 @@ E0, E1 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
 CLIP_METRICS = ["clip_score", "fc_clip_consecutive"]
 
 
+def _stub_embedder(protocol):
+    return StubEmbedder({10: E0, 20: E1}, {s.prompt: E0 for s in protocol.samples})
+
+
 @pytest.fixture()
 def scored_run(tmp_path):
     protocol = tiny_protocol(n=6)
     folder = save_protocol(protocol, tmp_path / "protocol")
     run_dir = tmp_path / "run"
-    stub = StubEmbedder({10: E0, 20: E1}, {s.prompt: E0 for s in protocol.samples})
+    stub = _stub_embedder(protocol)
     run_dir.mkdir()
     (run_dir / "run.json").write_text(json.dumps({
         "world": "mini", "protocol": str(folder), "protocol_path": str(folder), "protocol_hash": protocol.hash,
@@ -65,6 +69,37 @@ def test_missing_videos_show_in_n_found(scored_run):
     frame[~((frame["method"] == "steady") & (frame["sample_id"] == "x0"))].to_parquet(path)
     record = build_results(run_dir, metrics=metrics, replicates=100)
     assert record["table"]["steady"]["clip_score"]["n_found"] == 5
+
+
+def test_a_video_deleted_after_scoring_no_longer_counts_as_found(scored_run):
+    run_dir, metrics = scored_run
+    from fypbench.videos import remove_video
+
+    remove_video(run_dir, "steady", "x1")
+    assert build_results(run_dir, metrics=metrics, replicates=100)["table"]["steady"]["clip_score"]["n_found"] == 6
+    # the next scoring's integrity check finds it missing: its rows stay on disk but do not count
+    score_run(run_dir, CLIP_METRICS, world="mini", embedder=_stub_embedder(tiny_protocol(n=6)), log=lambda *a, **k: None)
+    record = build_results(run_dir, metrics=metrics, replicates=100)
+    assert record["table"]["steady"]["clip_score"]["n_found"] == 5
+    assert record["table"]["followpose"]["clip_score"]["n_found"] == 6
+    assert record["unusable_videos"] == {"steady": ["x1"]}
+
+
+def test_an_unknown_baseline_is_a_user_error(scored_run):
+    run_dir, metrics = scored_run
+    from fypbench.errors import UserError
+
+    with pytest.raises(UserError, match="did you mean 'steady'"):
+        build_results(run_dir, metrics=metrics, replicates=100, baseline="stedy")
+    assert build_results(run_dir, metrics=metrics, replicates=100, baseline="steady")["paired"]["baseline"] == "steady"
+
+
+def test_a_corrupt_results_record_is_a_one_line_error(scored_run, capsys):
+    run_dir, metrics = scored_run
+    (run_dir / "results.json").write_text("{not json")
+    assert main(["leaderboard", str(run_dir), "--format", "md"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "results.json: invalid JSON" in err
 
 
 def test_leaderboard_formats_come_from_the_record_only(scored_run, monkeypatch):

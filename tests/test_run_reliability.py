@@ -135,9 +135,30 @@ def test_forget_removes_a_method_and_the_next_run_redoes_it(single, tmp_path):
     assert not (run_dir / "videos" / "reference").exists()
     assert "reference" not in json.loads((run_dir / "run.json").read_text())["methods"]
     assert not (pd.read_parquet(run_dir / "scores" / "scores.parquet")["method"] == "reference").any()
+    # the results record and the report still showed the forgotten method: gone, until rebuilt
+    assert (single / "results.json").is_file() and (single / "report").is_dir()
+    assert not (run_dir / "results.json").exists() and not (run_dir / "report").exists()
 
     result = _run(run_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     a, b = _frames(single), _frames(run_dir)
     assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
     pd.testing.assert_frame_equal(_scores(single), _scores(run_dir))
+
+
+def test_shard_zero_makes_the_videos_a_differently_split_shard_left_out(single, tmp_path):
+    # shard 1 splits the job list with batches of 1 and exits; shard 0 splits it with batches of 2, so some of
+    # "its" other shard's videos never come: once no other shard runs, shard 0 makes them itself
+    first = _run(tmp_path, "--shard", "1/2", "--batch-size", "1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    made_by_shard_1 = len(_frames(tmp_path))
+    assert 0 < made_by_shard_1 < LIMIT
+    env = {**_env(), "FYPBENCH_SHARD_TAKEOVER_S": "0"}
+    cmd = [sys.executable, "-m", "fypbench.cli", "run", "--methods", "reference", "--limit", str(LIMIT), "--out",
+           str(tmp_path), "--previews", "0", "--batch-size", "2", "--shard", "0/2"]
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "makes them itself" in " ".join(second.stdout.split() + second.stderr.split())
+    a, b = _frames(single), _frames(tmp_path)
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(_scores(single), _scores(tmp_path))

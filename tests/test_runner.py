@@ -7,6 +7,7 @@ import pytest
 from fypbench.errors import UserError
 from fypbench.runner import Job, Shard, generate, plan_jobs, run_lock, shard_jobs
 from fypbench.sample import Sample, coco17_to_openpose18
+from fypbench.scoring import score_command
 
 
 def _samples(n, sources=4):
@@ -71,9 +72,12 @@ def test_second_run_on_same_directory_is_refused(tmp_path):
     holder.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(UserError, match="another `fypbench run` is active"):
+        with pytest.raises(UserError, match="another `fypbench run`, `score` or `forget` is active"):
             with run_lock(tmp_path, Shard(0, 1)):
                 pass
+        # scoring by hand while a run holds the directory is refused the same way, before anything is read
+        with pytest.raises(UserError, match="is active on this run directory"):
+            score_command(str(tmp_path))
         with pytest.raises(UserError, match="another"):
             with run_lock(tmp_path, Shard(0, 2)):
                 pass

@@ -26,7 +26,9 @@ class ReferenceGenerator(Generator):
 
         self.world = world if world is not None else MiniWorld()
         if not hasattr(self.world, "render_reference"):
-            raise MethodUnavailable(f"reference needs a world that renders ground truth; {self.world.name!r} does not")
+            reason = getattr(self.world, "no_renderer_reason", None)
+            raise MethodUnavailable(f"reference needs a world that renders ground truth; {self.world.name!r} does not"
+                                    + (f" ({reason})" if reason else ""))
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
             raise ValueError(f"reference: size must be a positive integer (pixels), got {size!r}")
         self.size = size or self.world.size

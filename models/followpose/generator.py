@@ -15,6 +15,9 @@ every frame (`noise_mode="shared"`). It is the per-frame comparison row of the f
 Where the weights come from:
 - mini world (`from_world`): the world's base pipeline + the trained deltas in `world.method_weights("followpose")`
   (`fypbench train followpose --stage 1` then `--stage 2`).
+- sd world (`from_world`): the world's SD base + `world.method_weights("followpose")`, the official release folder
+  (`weight_sources` finds `followyourpose_checkpoint-1000/` and `pose_encoder.pth`) or a deltas folder; the "sd"
+  sampler preset. `base-no-pose` runs on the base alone when the world has no Follow-Your-Pose weights.
 - explicit (`from_pretrained`): a base pipeline folder or a hub id in the local cache, plus either a deltas
   folder (`weights=`) or the official release (`checkpoint=` the `followyourpose_checkpoint-1000` folder or its
   `pytorch_model.bin`, `pose_encoder=` `pose_encoder.pth`; every key accounted for, strict).
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 
 from fypbench.errors import UserError
-from fypbench.generator import Generator, MethodUnavailable, Needs
+from fypbench.generator import Generator, MethodUnavailable, Needs, with_world_defaults
 from fypbench.io import write_json_atomic
 from fypbench.sample import Sample
 
@@ -280,6 +283,29 @@ def build_from_deltas(unet2d, deltas: Deltas, stages: Sequence[int], per_frame: 
 
 
 # -------------------------------------------------------------------------------------------- generators
+OFFICIAL_CHECKPOINT_DIR = "followyourpose_checkpoint-1000"
+OFFICIAL_POSE_ENCODER = "pose_encoder.pth"
+
+
+def weight_sources(folder: str | os.PathLike | None) -> dict[str, Path]:
+    """The constructor arguments for a Follow-Your-Pose weights folder: a fypbench deltas folder ->
+    {"weights": folder}; the official release (YueMafighting/FollowYourPose_v1: `followyourpose_checkpoint-1000/`
+    with pytorch_model.bin or model.safetensors, and/or `pose_encoder.pth`, in the folder or beside the checkpoint
+    files) -> {"checkpoint": ..., "pose_encoder": ...}; None -> {} (no pose weights)."""
+    if folder is None:
+        return {}
+    folder = Path(folder)
+    if (folder / DELTAS_CONFIG).is_file() or not folder.is_dir():
+        return {"weights": folder}
+    checkpoint = next((c for c in (folder / OFFICIAL_CHECKPOINT_DIR, folder)
+                       if any((c / n).is_file() for n in ("model.safetensors", "pytorch_model.bin"))), None)
+    pose_encoder = next((p for p in (folder / OFFICIAL_POSE_ENCODER,
+                                     folder / OFFICIAL_CHECKPOINT_DIR / OFFICIAL_POSE_ENCODER) if p.is_file()), None)
+    if checkpoint is None and pose_encoder is None:
+        return {"weights": folder}  # read_deltas says what a deltas folder needs
+    return {k: v for k, v in (("checkpoint", checkpoint), ("pose_encoder", pose_encoder)) if v is not None}
+
+
 def _weights_file(path: Path) -> Path:
     """The weights file of an official checkpoint path (an accelerate save_state folder or the file itself)."""
     if path.is_dir():
@@ -321,7 +347,10 @@ class FollowPoseGenerator(Generator):
         if noise_mode != "independent" and not self.per_frame:
             raise UserError(f"{self.name}: noise_mode={noise_mode!r} is for per-frame sampling; the video model samples "
                             "i.i.d. noise over frames (official)")
-        if (weights is None) == (checkpoint is None and pose_encoder is None):
+        # the pose-free floor (base-no-pose) needs no pose weights: without any, its never-called pose encoder
+        # is freshly initialised
+        pose_free = not self.inject_pose and weights is None and checkpoint is None and pose_encoder is None
+        if not pose_free and (weights is None) == (checkpoint is None and pose_encoder is None):
             raise UserError(f"{self.name}: give either weights (a trained deltas folder) or the official "
                             "checkpoint/pose_encoder files")
         defaults = PRESETS[preset]
@@ -352,6 +381,8 @@ class FollowPoseGenerator(Generator):
             loaded = ({"stage1_tensors": tensors_version(deltas, delta_names(self.model, (1,)))} if self.per_frame
                       else {"deltas": deltas.version})
             self.weights_record: dict[str, Any] = {**loaded, "trained_stages": list(deltas.stages)}
+        elif pose_free:
+            self.model = self._build_pose_free()
         else:
             self.model = self._load_official(checkpoint, pose_encoder)
         self.model.to(device=self.device, dtype=self.dtype).eval()
@@ -363,13 +394,22 @@ class FollowPoseGenerator(Generator):
 
     # -------------------------------------------------------------------------------------- construction
     @classmethod
-    def from_world(cls, world, preset: str = "mini", weights: str | os.PathLike | None = None,
+    def from_world(cls, world, preset: str | None = None, weights: str | os.PathLike | None = None,
                    **options: Any) -> FollowPoseGenerator:
-        """The world's base pipeline + the world's trained Follow-Your-Pose deltas (or `weights`)."""
-        base = Path(world.base_model())  # MethodUnavailable while the world's base is not trained
-        folder = weights if weights is not None else world.method_weights(FollowPoseGenerator.name)
+        """The world's base pipeline + the world's Follow-Your-Pose weights (or `weights`): a deltas folder, or
+        the official release (see `weight_sources`). preset: default the world's (`method_defaults()`), else
+        mini."""
+        options = with_world_defaults(cls, world, {**({} if preset is None else {"preset": preset}), **options})
+        options.setdefault("preset", "mini")
+        base = Path(world.base_model())  # MethodUnavailable while the world's base is not trained / not cached
+        folder = weights if weights is not None else cls.world_weights(world)
         options.setdefault("size", getattr(world, "size", None))
-        return cls(base, folder, preset=preset, **options)
+        return cls(base, **weight_sources(folder), **options)
+
+    @classmethod
+    def world_weights(cls, world) -> Path | None:
+        """The world's Follow-Your-Pose weights folder (MethodUnavailable when it has none)."""
+        return world.method_weights(FollowPoseGenerator.name)
 
     @classmethod
     def from_pretrained(cls, base: str | os.PathLike, weights: str | os.PathLike | None = None, *,
@@ -377,6 +417,15 @@ class FollowPoseGenerator(Generator):
                         preset: str = "sd", **options: Any) -> FollowPoseGenerator:
         """Explicit components: e.g. base="CompVis/stable-diffusion-v1-4" (local cache) and the official files."""
         return cls(base, weights, checkpoint=checkpoint, pose_encoder=pose_encoder, preset=preset, **options)
+
+    def _build_pose_free(self):
+        """The per-frame model with a freshly initialised pose encoder that is never called (base-no-pose
+        without any Follow-Your-Pose weights: the videos depend on the base alone)."""
+        from fypbench.models.followpose.unet3d import FollowPose, FollowPoseConfig
+
+        config = FollowPoseConfig(pose_downscale_factor=self.components.vae_scale_factor)
+        self.weights_record = {"pose_encoder": "none (fresh, never called)"}
+        return FollowPose.from_unet2d(self.components.unet, model_config_for(config, (1,), per_frame=True))
 
     def _load_official(self, checkpoint, pose_encoder):
         from fypbench.models.followpose.pose_encoder import convert_official_pose_encoder
@@ -488,6 +537,15 @@ class BaseNoPoseGenerator(FollowPoseStage1Generator):
 
     name = "base-no-pose"
     inject_pose = False
+
+    @classmethod
+    def world_weights(cls, world) -> Path | None:
+        """The world's Follow-Your-Pose weights when it has them (the pose encoder then matches the paired
+        followpose-stage1 row's, never called), else none: the base alone is enough."""
+        try:
+            return super().world_weights(world)
+        except MethodUnavailable:
+            return None
 
     def config(self) -> dict[str, Any]:
         # the pose encoder is loaded but never called: the videos depend on the base alone

@@ -39,6 +39,8 @@ def motion_spec(sample: Sample):
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights" / "mini"
+# Methods whose weights come from more than one training recipe, in order.
+TRAINING_RECIPES = {"followpose": ("followpose-stage1", "followpose-stage2")}
 WEIGHTS_ENV = "FYPBENCH_MINI_WEIGHTS"  # another folder of mini-world weights (base/, followpose/, controlnet/, ...)
 
 
@@ -63,18 +65,28 @@ class MiniWorld:
         folder = self.weights_dir / "base"
         if not (folder / "model_index.json").is_file():
             raise MethodUnavailable(f"no mini-world base model at {folder}; train it with "
-                                    "`fypbench train vae --world mini && fypbench train base --world mini`")
+                                    f"`{self._train_command(('vae', 'base'), folder)}`")
         return str(folder)
 
-    def method_weights(self, method: str) -> Path:
-        """The shipped weights folder of a method trained in this world; a clear error when it is missing."""
+    def method_weights(self, method: str, variant: str | None = None) -> Path:
+        """The shipped weights folder of a method trained in this world; a clear error when it is missing.
+        `variant` is not used: the mini world trains one folder per method, whose manifest names its
+        conditioning (a generator refuses a variant that disagrees with it)."""
         from fypbench.generator import MethodUnavailable
 
         folder = self.weights_dir / method
         if not folder.is_dir():
+            recipes = TRAINING_RECIPES.get(method, (method,))
             raise MethodUnavailable(f"{method}: no mini-world weights at {folder}; train them with "
-                                    f"`fypbench train {method} --world mini`")
+                                    f"`{self._train_command(recipes, folder)}`")
         return folder
+
+    def _train_command(self, recipes: tuple[str, ...], folder: Path) -> str:
+        """The commands that train into `folder`: the last recipe exports there (the presets' own export folder
+        is the shipped one, so another weights folder is named explicitly)."""
+        export = "" if self.weights_dir == WEIGHTS_DIR else f" --set export.dir={folder}"
+        return " && ".join(f"fypbench train {recipe} --world mini" + (export if i == len(recipes) - 1 else "")
+                           for i, recipe in enumerate(recipes))
 
     def render_reference(self, sample: Sample, size: int | None = None):
         """The ground-truth video of a sample: its motion, its prompt's appearance, its seed's background."""
