@@ -9,6 +9,7 @@ on stderr and exit with code 2.
 from __future__ import annotations
 
 import difflib
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from typer.core import TyperGroup
 
 from fypbench.errors import UserError
 from fypbench.generator import MethodUnavailable
+from fypbench.io import check_output_dir, check_output_file
 
 # typer 0.29 runs on its own vendored copy of click: its parsing errors (unknown option, bad value, missing
 # argument) are not click's classes, so both families are caught.
@@ -115,6 +117,8 @@ def protocol_build(
     from fypbench.protocol import build_protocol, save_protocol, write_subsets
     from fypbench.protocols import DATA_DIR
 
+    if out is not None:
+        check_output_dir(out)
     started = time.perf_counter()
     protocol = build_protocol(name)
     folder = save_protocol(protocol, out if out is not None else DATA_DIR / name)
@@ -186,7 +190,11 @@ def world_render(
     from fypbench.registry import WORLDS
     from fypbench.world.mini.preview import write_sample_previews
 
+    check_output_dir(out)
     world_obj = WORLDS.load(world)()
+    if not hasattr(world_obj, "render_reference"):
+        raise UserError(f"world {world!r} cannot render samples "
+                        f"({getattr(world_obj, 'no_renderer_reason', 'it has no renderer')})")
     s = load_protocol(protocol).sample(sample)
     paths = write_sample_previews(world_obj, s, out, size=size)
     for path in paths:
@@ -229,7 +237,8 @@ def train(
 def sample(
     prompt: Annotated[str, typer.Option(help="text prompt")] = ...,
     out: Annotated[Path, typer.Option(help="output PNG (a grid of seeds)")] = ...,
-    world: Annotated[str, typer.Option(help="world whose base model to use")] = "mini",
+    world: Annotated[str, typer.Option(help="world whose base model to use (sd: $FYPBENCH_SD_BASE, else SD 1.5 "
+                                             "in the local Hugging Face cache)")] = "mini",
     base: Annotated[str | None, typer.Option(help="base pipeline folder or hub id (default: the world's)")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=64, help="number of seeds (0..N-1) in the grid")] = 8,
     steps: Annotated[int, typer.Option(min=1, help="DDIM steps")] = 25,
@@ -241,6 +250,11 @@ def sample(
     from fypbench.media import write_png
     from fypbench.registry import WORLDS
 
+    check_output_file(out, (".png",))
+    if not prompt.strip():
+        raise UserError("--prompt is empty")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise UserError(f"--guidance must be a finite number >= 0, got {guidance}")
     folder = base or WORLDS.load(world)().base_model()
     components = load_base(folder)
     images = sample_images(components, [prompt] * seeds, list(range(seeds)), steps=steps, guidance=guidance)
@@ -250,7 +264,8 @@ def sample(
 @app.command("run")
 def run(
     methods: Annotated[str, typer.Option(help="'all' or a comma-separated list (fypbench ls methods)")] = "all",
-    world: Annotated[str, typer.Option(help="mini | sd")] = "mini",
+    world: Annotated[str, typer.Option(help="mini | sd (sd: models from local folders or the local Hugging Face "
+                                             "cache, FYPBENCH_SD_* variables: fypbench/world/sd.py)")] = "mini",
     protocol: Annotated[str, typer.Option(help="protocol name or folder")] = "fyp-1024",
     limit: Annotated[int | None, typer.Option(help="first N samples of the protocol (or of --subset)")] = None,
     subset: Annotated[str | None, typer.Option(help="a named subset of the protocol (protocols/<name>/subsets/, "
@@ -317,8 +332,8 @@ def validate_metrics(
     """Show that each metric separates right from wrong (AUC of true vs control videos/prompts/poses)."""
     from fypbench.metrics.validity import validate_metrics as run_validation
 
-    path = run_validation(world=world, num_samples=samples, out=out, pose_processes=pose_processes)
-    typer.echo(f"written: {path}")
+    check_output_file(out, (".md",))
+    run_validation(world=world, num_samples=samples, out=out, pose_processes=pose_processes)
 
 
 @app.command("ablate")
@@ -345,6 +360,10 @@ def ablate(
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
+    if out is not None:
+        check_output_file(out, (".md",))
+    if run_dir is not None:
+        check_output_dir(run_dir, "--run-dir")
     path = run_ablation(variants=variants, world=world, protocol=protocol, limit=limit, subset=subset, preset=preset,
                         overrides=parse_overrides(overrides or []), out=out, run_dir=run_dir,
                         generator_options={"num_inference_steps": num_inference_steps} if num_inference_steps else None,
@@ -374,6 +393,8 @@ def leaderboard(
     """Leaderboard tables built only from the run's results record."""
     from fypbench.leaderboard import write_leaderboard
 
+    if out is not None:
+        check_output_dir(out)
     for path in write_leaderboard(run_dir, format, out):
         typer.echo(f"written: {path}")
 
@@ -389,7 +410,7 @@ def _usage_error_line(exc: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     _INVOCATION[:] = list(argv) if argv is not None else sys.argv[1:]
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=False, prog_name="fypbench")
     except (UserError, MethodUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         return UserError.exit_code

@@ -15,9 +15,14 @@ class UserError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+MAX_LISTED = 24  # longer lists of known names are cut in error messages
+
+
 def did_you_mean(name: str, choices: Iterable[str], kind: str) -> UserError:
     """A UserError for an unknown `kind` name, with the closest known names as suggestions."""
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return UserError(f"unknown {kind} {name!r}{hint} (known: {', '.join(choices)})")
+    known = ", ".join(choices) if len(choices) <= MAX_LISTED else (
+        f"{', '.join(choices[:MAX_LISTED])}, ... {len(choices)} in all")
+    return UserError(f"unknown {kind} {name!r}{hint} (known: {known})")

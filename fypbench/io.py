@@ -61,3 +61,45 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(folder: str | os.PathLike, option: str = "--out") -> Path:
+    """A folder that can be created (or written) later, checked before any work: not a file, under a writable
+    directory. Creates nothing."""
+    from fypbench.errors import UserError
+
+    if not str(folder).strip():
+        raise UserError(f"{option} is empty")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{option} {folder}: exists and is not a directory")
+    base = _nearest_existing(folder.absolute())
+    if not base.is_dir():
+        raise UserError(f"{option} {folder}: {base} is not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {folder}: {base} is not writable")
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...] = (), option: str = "--out") -> Path:
+    """A file that can be written later, checked before any work: the expected suffix, not a directory, its
+    folder creatable under a writable directory. Creates nothing."""
+    from fypbench.errors import UserError
+
+    if not str(path).strip():
+        raise UserError(f"{option} is empty")
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"{option} {path}: expected a {' or '.join(suffixes)} file")
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a directory, expected a file")
+    check_output_dir(path.parent, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{option} {path}: is not writable")
+    return path

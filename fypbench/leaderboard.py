@@ -294,6 +294,10 @@ def write_leaderboard(run_dir: str | Path, formats: str = "md,csv,tex", out: str
         raise UserError("--format is empty")
     results = read_results(run_dir)
     folder = Path(out) if out is not None else run_dir / REPORT_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{folder}: cannot create the output folder ({error.strerror})") from None
     render = {"md": lambda: to_markdown(results, run_dir), "csv": lambda: to_csv(results),
               "tex": lambda: to_latex(results, run_dir), "html": lambda: to_html(results, run_dir, folder)}
     paths = []

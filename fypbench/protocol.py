@@ -140,6 +140,8 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         return DATA_DIR / str(name_or_path)
     if path.exists():
         raise UserError(f"{path}: not a protocol folder (no {HEADER_FILE})")
+    if len(path.parts) > 1:  # a path, not a name
+        raise UserError(f"{path}: protocol folder not found")
     raise did_you_mean(str(name_or_path), builtin_names(), "protocol")
 
 
@@ -415,4 +417,8 @@ def select_samples(protocol: Protocol, subset: str | os.PathLike | None,
     """The samples a run uses: the protocol's, or a named subset's (`load_subset`), then the first `limit`;
     returns them with the subset's name (None without a subset)."""
     name, ids = load_subset(protocol, subset) if subset else (None, None)
+    available = len(ids) if ids is not None else len(protocol.samples)
+    if limit is not None and limit > available:
+        raise UserError(f"--limit {limit} is more than the {available} samples of "
+                        f"{protocol.name}{f' subset {name}' if name else ''}")
     return samples_subset(protocol, ids, limit or None), name

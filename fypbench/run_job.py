@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from fypbench.errors import UserError
-from fypbench.io import is_temp_file
+from fypbench.io import check_output_dir, is_temp_file
 from fypbench.runner import (
-    DEFAULT_RUN_PRESET, Shard, check_writable, environment_record, generate, load_run_config, load_run_preset,
-    merge_run_configs, plan_jobs, resolve_methods, run_lock, shard_jobs, write_run_record,
+    DEFAULT_RUN_PRESET, Shard, check_same_run, check_unlocked, check_writable, environment_record, generate,
+    load_run_config, load_run_preset, merge_run_configs, plan_jobs, resolve_methods, run_lock, shard_jobs,
+    write_run_record,
 )
 
 DEFAULT_BATCH_SIZE = 8
@@ -77,7 +78,7 @@ def _build_generators(names: list[str], world, method_options: dict[str, dict[st
             generators[name] = METHODS.load(name).from_world(world, **options)
         except MethodUnavailable as exc:
             unavailable[name] = str(exc)
-            console.print(f"[bold red]SKIPPED {name}[/bold red]: {exc}")
+            console.print(f"[bold red]SKIPPED {name}[/bold red]: {exc}", soft_wrap=True)
         except (TypeError, ValueError) as exc:
             if not options:
                 raise
@@ -107,19 +108,31 @@ def run_benchmark(options: RunOptions) -> Path:
         raise UserError(f"{where(unknown_methods[0])}: 'methods' names unknown method {unknown_methods[0]!r}")
     check_method_options(config.get("methods", {}), where)
     shard = Shard.parse(options.shard) if options.shard is not None else Shard.from_environment()
-    batch_size = options.batch_size or int(config.get("batch_size", DEFAULT_BATCH_SIZE))
+    batch_size = options.batch_size if options.batch_size is not None else int(config.get("batch_size",
+                                                                                         DEFAULT_BATCH_SIZE))
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     n_previews = options.previews if options.previews is not None else int(config.get("previews", DEFAULT_PREVIEWS))
+    if n_previews < 0:
+        raise UserError(f"--previews must be >= 0, got {n_previews}")
+    if options.out is not None:
+        check_output_dir(options.out)
     protocol = load_protocol(options.protocol)
     samples, subset = select_samples(protocol, options.subset, options.limit)
     world = WORLDS.load(options.world)()
-    # built before the run directory is touched: a bad option value leaves nothing on disk
-    generators, unavailable = _build_generators(names, world, config.get("methods", {}), console, where)
     run_dir = Path(options.out) if options.out else Path("runs") / (
         f"{options.world}-{protocol.name}" + (f"-{subset}" if subset else "")
         + (f"-{options.limit}" if options.limit else "")
         + (f"-{options.preset}" if options.preset != DEFAULT_RUN_PRESET else ""))
+    # a run directory holding another run, or in use, is refused before any model loads
+    check_same_run(run_dir, {"protocol_hash": protocol.hash, "world": options.world,
+                             "sample_ids": [s.id for s in samples], "preset": preset_record})
+    check_unlocked(run_dir, shard)
+    # built before the run directory is touched: a bad option value leaves nothing on disk
+    generators, unavailable = _build_generators(names, world, config.get("methods", {}), console, where)
+    if not generators:
+        raise UserError(f"none of the requested methods can run in the {options.world} world (each SKIPPED above, "
+                        "with the reason); nothing was written")
     check_writable(run_dir)
 
     metric_names = config.get("metrics")

@@ -260,23 +260,40 @@ def _stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, flo
     return delta
 
 
+def check_same_run(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The run.json already in `run_dir` (None if there is none), refused when it holds another run: another
+    protocol, world, sample list or run preset. Called before any model loads, and again when run.json is written."""
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        return None
+    previous = read_run_record(run_dir)
+    for key in ("protocol_hash", "world", "sample_ids"):
+        if previous.get(key) != record.get(key):
+            raise UserError(f"{path}: this run directory holds a run with a different {key}; use another --out")
+    preset_before = (previous.get("preset") or {}).get("name", DEFAULT_RUN_PRESET)
+    preset_now = (record.get("preset") or {}).get("name", DEFAULT_RUN_PRESET)
+    if preset_before != preset_now:
+        raise UserError(f"{path}: this run directory holds a run with run preset {preset_before!r}, not "
+                        f"{preset_now!r}; use another --out")
+    return previous
+
+
+def check_unlocked(run_dir: Path, shard: Shard) -> None:
+    """Refuse at once (before any model loads) when another process holds the run directory's locks."""
+    if (run_dir / LOCK_DIR).is_dir():
+        with run_lock(run_dir, shard):
+            pass
+
+
 def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
     """run.json: written at the start of a run (and refreshed by every later run on the same directory)."""
     path = run_dir / RUN_FILE
-    previous = json.loads(path.read_text()) if path.is_file() else None
+    previous = check_same_run(run_dir, record)
     # each method records the git revision of the invocation that first recorded its settings (its videos')
     git_now = (record.get("environment") or {}).get("git")
     record = {**record, "methods": {name: {**entry, "git": git_now}
                                     for name, entry in (record.get("methods") or {}).items()}}
     if previous is not None:
-        for key in ("protocol_hash", "world", "sample_ids"):
-            if previous.get(key) != record.get(key):
-                raise UserError(f"{path}: this run directory holds a run with another {key}; use another --out")
-        preset_before = (previous.get("preset") or {}).get("name", DEFAULT_RUN_PRESET)
-        preset_now = (record.get("preset") or {}).get("name", DEFAULT_RUN_PRESET)
-        if preset_before != preset_now:
-            raise UserError(f"{path}: this run directory holds a run with run preset {preset_before!r}, not "
-                            f"{preset_now!r}; use another --out")
         # stored videos are skipped when present, so a method's settings must not change under them
         before = previous.get("methods") or {}
         for name, entry in (record.get("methods") or {}).items():
@@ -340,6 +357,18 @@ def load_run_config(path: Path | None, extra_keys: tuple[str, ...] = ()) -> dict
     methods = config.get("methods", {})
     if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
         raise UserError(f"{path}: 'methods' must map method names to option mappings")
+    for key, least in (("batch_size", 1), ("previews", 0)):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise UserError(f"{path}: '{key}' must be an integer >= {least}, got {value!r}")
+    metrics = config.get("metrics")
+    if metrics is not None:
+        from fypbench.scoring import parse_metric_names
+
+        try:
+            parse_metric_names(metrics)
+        except UserError as error:
+            raise UserError(f"{path}: 'metrics': {error}") from None
     return config
 
 

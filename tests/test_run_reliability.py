@@ -118,6 +118,13 @@ def test_methods_that_cannot_run_are_skipped_loudly_and_recorded(tmp_path):
     for name, reason in record["unavailable"].items():
         assert f"SKIPPED {name}" in result.stderr and "fypbench train" in reason
 
+    # when no requested method can run at all, the run is a user error that leaves nothing on disk
+    none = subprocess.run([sys.executable, "-m", "fypbench.cli", "run", "--methods", "followpose,controlnet",
+                           "--limit", "1", "--out", str(tmp_path / "none"), "--no-score"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert none.returncode == 2 and "none of the requested methods can run" in none.stderr
+    assert not (tmp_path / "none").exists()
+
 
 def test_forget_removes_a_method_and_the_next_run_redoes_it(single, tmp_path):
     import shutil

@@ -122,6 +122,8 @@ def load_config(recipe: str, preset: str | os.PathLike = "mini",
     if config.get("recipe") != recipe:
         raise UserError(f"{path}: field 'recipe' is {config.get('recipe')!r}, expected {recipe!r}")
     flat = _flatten(config)
+    if path.parent != CONFIG_DIR:
+        _check_fields_like_shipped_presets(recipe, flat, path)
     for key, value in (overrides or {}).items():
         if key not in flat:
             raise did_you_mean(key, flat, f"config key of {path.name}")
@@ -131,8 +133,27 @@ def load_config(recipe: str, preset: str | os.PathLike = "mini",
         for part in parents:
             node = node[part]
         node[leaf] = flat[key]
+    steps = (config.get("train") or {}).get("steps")
+    if isinstance(steps, int) and steps < 1:
+        raise UserError(f"{path}: train.steps must be >= 1, got {steps}")
     config["preset"] = str(preset)
     return config
+
+
+def _check_fields_like_shipped_presets(recipe: str, flat: Mapping[str, Any], path: Path) -> None:
+    """A preset file of the user's has the fields of the recipe's shipped presets: none unknown (a typo would
+    be ignored), none missing (it would fail mid-training)."""
+    shipped = [_flatten(yaml.safe_load((CONFIG_DIR / f"{recipe}_{name}.yaml").read_text()))
+               for name in preset_names(recipe)]
+    known = set().union(*shipped)
+    required = set.intersection(*(set(keys) for keys in shipped))
+    for key in flat:
+        if key not in known and key != "preset":
+            raise did_you_mean(key, known, f"field of {path.name} (fields of the shipped {recipe} presets)")
+    missing = sorted(required - set(flat))
+    if missing:
+        raise UserError(f"{path}: missing field {missing[0]!r} (start from a shipped preset: "
+                        f"{CONFIG_DIR / f'{recipe}_mini.yaml'})")
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

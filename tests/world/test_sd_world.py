@@ -133,12 +133,13 @@ def test_hub_id_not_in_the_cache_is_a_one_line_skip(folders, hub_cache, tmp_path
     the variable; nothing is downloaded, no video written."""
     monkeypatch.setenv("FYPBENCH_SD_BASE", "nobody/not-a-cached-model")
     code, record = run_sd(tmp_path, "base-no-pose", {"base-no-pose": FAST})
-    reason = record["unavailable"]["base-no-pose"]
-    assert code == 0 and "\n" not in reason
+    err = capsys.readouterr().err
+    # the only requested method cannot run: a user error, nothing written
+    assert code == 2 and record == {} and "none of the requested methods can run" in err
+    reason = next(line for line in err.splitlines() if line.startswith("SKIPPED base-no-pose: "))
     assert "nobody/not-a-cached-model" in reason and "hf download nobody/not-a-cached-model" in reason
     assert "FYPBENCH_SD_BASE" in reason and "local Hugging Face cache" in reason
-    assert "SKIPPED base-no-pose" in capsys.readouterr().err
-    assert not (tmp_path / "run" / "videos" / "base-no-pose").exists()
+    assert not (tmp_path / "run").exists()
     assert not any(hub_cache.iterdir())
 
     monkeypatch.delenv("FYPBENCH_SD_BASE")  # the default hub ids, not cached either
@@ -176,7 +177,11 @@ def test_cached_hub_ids_resolve_offline_and_variant_picks_the_checkpoint(folders
 
 def test_reference_and_tune_a_video_are_unavailable_with_their_reason(folders, hub_cache, tmp_path, monkeypatch):
     """(c) No renderer in the sd world: no ground truth, no source videos; said before any model is loaded."""
-    code, record = run_sd(tmp_path, "reference,tune-a-video")  # no base either: the renderer is the reason given
+    # with no base either, the renderer is the reason given; base-no-pose (a local base) runs beside them
+    code, record = run_sd(tmp_path, "reference,tune-a-video", {})
+    assert code == 2 and record == {}  # nothing requested can run: a user error, nothing written
+    monkeypatch.setenv("FYPBENCH_SD_BASE", str(folders["base"]))
+    code, record = run_sd(tmp_path, "reference,tune-a-video,base-no-pose", {"base-no-pose": FAST})
     assert code == 0 and set(record["unavailable"]) == {"reference", "tune-a-video"}
     for method, reason in record["unavailable"].items():
         assert "\n" not in reason and "the sd world has no renderer" in reason, method
