@@ -89,7 +89,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
                  preset: str = "mini", overrides: dict[str, Any] | None = None, out: Path | None = None,
                  run_dir: Path | None = None, generator_options: dict[str, Any] | None = None,
                  run_preset: str | None = None) -> Path:
-    from rich.console import Console
+    from fypbench.console import make_console
 
     from fypbench.models.followpose.generator import FollowPoseGenerator, base_identity, resolve_base_folder
     from fypbench.protocol import load_protocol, select_samples
@@ -107,7 +107,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     preset_record = None
     if run_preset is not None:
         generator_options, preset_record = sampling_preset(run_preset, generator_options)
-    console = Console(stderr=True)
+    console = make_console()
     names = resolve_variants(variants)
     common = dict(overrides or {})
     proto = load_protocol(protocol)

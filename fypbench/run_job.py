@@ -88,13 +88,13 @@ def _build_generators(names: list[str], world, method_options: dict[str, dict[st
 
 
 def run_benchmark(options: RunOptions) -> Path:
-    from rich.console import Console
+    from fypbench.console import make_console
 
     from fypbench import __version__
     from fypbench.protocol import load_protocol, select_samples
     from fypbench.registry import METHODS, WORLDS
 
-    console = Console(stderr=True)
+    console = make_console()
     preset_config, preset_record = load_run_preset(options.preset)
     user_config = load_run_config(options.config)
     config = merge_run_configs(preset_config, user_config)

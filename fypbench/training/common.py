@@ -563,9 +563,9 @@ class progress_bar:
 
 def make_logger(output_dir: Path, is_main: bool) -> Callable[[str], None]:
     """Log lines to stderr (rich) and to <output_dir>/train.log, from the main process only."""
-    from rich.console import Console
+    from fypbench.console import make_console
 
-    console = Console(stderr=True, log_path=False)
+    console = make_console(log_path=False)
 
     def log(message: str) -> None:
         if not is_main:
