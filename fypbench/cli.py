@@ -310,7 +310,9 @@ def score(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `fypbench run`")],
     metrics: Annotated[str | None, typer.Option(help="comma-separated metric names (default: CS, FC, pose)")] = None,
     pose_processes: Annotated[int, typer.Option(min=1, help="MediaPipe detector processes")] = 1,
-    clip_weights: Annotated[Path | None, typer.Option(help="CLIP weights file (sd world: ViT-L-14 openai)")] = None,
+    clip_weights: Annotated[Path | None, typer.Option(help="CLIP weights: sd world, the ViT-L-14 openai file; mini "
+                                                           "world, an evaluator folder (default: the shipped one)")]
+    = None,
     rescore: Annotated[bool, typer.Option(help="recompute rows of the requested metrics' current configs")] = False,
     world: Annotated[str | None, typer.Option(help="override the run's world")] = None,
 ) -> None:

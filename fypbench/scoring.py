@@ -91,7 +91,8 @@ def read_run_file(run_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path} not found: the runner writes it; pass the samples explicitly otherwise") from None
+        raise UserError(f"{path} not found: {Path(run_dir)} is not a run directory (`fypbench run --out DIR` "
+                        "makes one)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: invalid JSON ({error})") from None
     if not isinstance(record, dict):

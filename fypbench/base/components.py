@@ -436,6 +436,9 @@ def load_base(path_or_hub_id: str | os.PathLike, dtype: torch.dtype = torch.floa
         verify_manifest(folder)
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a bar per load would interleave with the run's own progress
 
     def load(part: str, loader):
         if not (folder / part).is_dir():

@@ -107,7 +107,9 @@ def load_config(recipe: str, preset: str | os.PathLike = "mini",
     Overrides use dotted keys for nested fields ({"train.lr": 1e-4}); every key must exist in the preset.
     """
     candidate = Path(preset)
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise UserError(f"{candidate}: preset file not found")
         path = candidate
     else:
         path = CONFIG_DIR / f"{recipe}_{preset}.yaml"
