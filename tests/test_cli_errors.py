@@ -136,3 +136,12 @@ def test_train_out_holds_the_export_unless_set(tmp_path, capsys):
     assert not (tmp_path / "shipped").exists()
     assert (tmp_path / "out" / "t2i_adapter" / "manifest.json").is_file()
     assert f"exported: {tmp_path / 'out' / 't2i_adapter'}" in capsys.readouterr().out
+
+
+def test_a_scored_sd_run_without_clip_weights_stops_before_generating(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FYPBENCH_CLIP_WEIGHTS", raising=False)
+    out = tmp_path / "run"
+    error = _one_line_error(capsys, ["run", "--world", "sd", "--methods", "base-no-pose", "--limit", "1",
+                                     "--out", str(out)])
+    assert "FYPBENCH_CLIP_WEIGHTS" in error and "--no-score" in error
+    assert not out.exists()
