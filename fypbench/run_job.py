@@ -87,6 +87,21 @@ def _build_generators(names: list[str], world, method_options: dict[str, dict[st
     return generators, unavailable
 
 
+def _check_scoring_inputs(world: str, metric_names: list[str] | None) -> None:
+    """What scoring will need from the user, checked before hours of generation: the sd world's CLIP file."""
+    from fypbench.metrics import CLIP_METRICS, DEFAULT_METRICS
+
+    if world != "sd" or not any(name in CLIP_METRICS for name in (metric_names or DEFAULT_METRICS)):
+        return
+    from fypbench.metrics.clip_metrics import resolve_openai_weights
+
+    try:
+        resolve_openai_weights("ViT-L-14", None)
+    except UserError as error:
+        raise UserError(f"{error}; for `fypbench run`: set FYPBENCH_CLIP_WEIGHTS, or run with --no-score and score "
+                        "later with `fypbench score RUN_DIR --clip-weights PATH`") from None
+
+
 def run_benchmark(options: RunOptions) -> Path:
     from fypbench.console import make_console
 
@@ -124,16 +139,8 @@ def run_benchmark(options: RunOptions) -> Path:
         f"{options.world}-{protocol.name}" + (f"-{subset}" if subset else "")
         + (f"-{options.limit}" if options.limit else "")
         + (f"-{options.preset}" if options.preset != DEFAULT_RUN_PRESET else ""))
-    if options.score and options.world == "sd":  # the user-provided CLIP file, checked before hours of generation
-        from fypbench.metrics import CLIP_METRICS, DEFAULT_METRICS
-        from fypbench.metrics.clip_metrics import resolve_openai_weights
-
-        if any(name in CLIP_METRICS for name in (config.get("metrics") or DEFAULT_METRICS)):
-            try:
-                resolve_openai_weights("ViT-L-14", None)
-            except UserError as error:
-                raise UserError(f"{error}; for `fypbench run`: set FYPBENCH_CLIP_WEIGHTS, or run with --no-score and "
-                                "score later with `fypbench score RUN_DIR --clip-weights PATH`") from None
+    if options.score:
+        _check_scoring_inputs(options.world, config.get("metrics"))
     # a run directory holding another run, or in use, is refused before any model loads
     check_same_run(run_dir, {"protocol_hash": protocol.hash, "world": options.world,
                              "sample_ids": [s.id for s in samples], "preset": preset_record})
