@@ -299,9 +299,10 @@ def takeover_seconds() -> float:
 
 def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, shard: Shard, console,
                          poll_s: float = 5.0) -> list[tuple[str, str]]:
-    """Shard 0 scores only once every shard's videos exist. Returns the videos still missing once no other
-    shard has held its lock for takeover_seconds() (a shard that died, has not started, or split the job list
-    another way, e.g. with another --batch-size): shard 0 then makes them itself; [] when all arrived."""
+    """Shard 0 scores only once every shard's videos exist. Returns the videos still missing once, for
+    takeover_seconds(), no other shard has held its lock and no video has arrived (a shard that died, has not
+    started, or split the job list another way, e.g. with another --batch-size): shard 0 then makes them itself;
+    [] when all arrived."""
     from fypbench.runner import other_shards_active
     from fypbench.videos import is_done
 
@@ -309,10 +310,11 @@ def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, shard: Shar
     idle_since: float | None = None
     announced = False
     while True:
+        before = len(waiting)
         waiting[:] = [(m, sid) for m, sid in waiting if not is_done(run_dir, m, sid)]
         if not waiting:
             return []
-        if other_shards_active(run_dir, shard):
+        if other_shards_active(run_dir, shard) or len(waiting) < before:  # a shard runs, or videos still arrive
             idle_since = None
         else:
             idle_since = time.monotonic() if idle_since is None else idle_since
