@@ -114,11 +114,13 @@ def protocol_build(
     """Build a protocol deterministically (a rebuild gives the same hash)."""
     import time
 
-    from fypbench.protocol import build_protocol, save_protocol, write_subsets
+    from fypbench.protocol import HEADER_FILE, build_protocol, save_protocol, write_subsets
     from fypbench.protocols import DATA_DIR
 
     if out is not None:
         check_output_dir(out)
+        if out.is_dir() and any(out.iterdir()) and not (out / HEADER_FILE).is_file():
+            raise UserError(f"--out {out}: a non-empty folder that holds no protocol; give an empty or new folder")
     started = time.perf_counter()
     protocol = build_protocol(name)
     folder = save_protocol(protocol, out if out is not None else DATA_DIR / name)
@@ -271,8 +273,9 @@ def run(
     subset: Annotated[str | None, typer.Option(help="a named subset of the protocol (protocols/<name>/subsets/, "
                                                     "e.g. dev128) or a file of sample ids")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default runs/<world>-<protocol>[-subset][-N])")] = None,
-    shard: Annotated[str | None, typer.Option(help="I/N: this process's share (Slurm arrays); "
-                                                   "default from RANK/WORLD_SIZE")] = None,
+    shard: Annotated[str | None, typer.Option(help="I/N: this process's share (Slurm arrays) of the jobs, each a "
+                                                   "batch of --batch-size samples of one method; default from "
+                                                   "RANK/WORLD_SIZE")] = None,
     batch_size: Annotated[int | None, typer.Option(help="samples per generate() call")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML: methods options, batch_size, previews, metrics")] = None,
     previews: Annotated[int | None, typer.Option(help="samples per method that get mp4/gif previews")] = None,

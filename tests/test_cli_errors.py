@@ -145,3 +145,9 @@ def test_a_scored_sd_run_without_clip_weights_stops_before_generating(tmp_path, 
                                      "--out", str(out)])
     assert "FYPBENCH_CLIP_WEIGHTS" in error and "--no-score" in error
     assert not out.exists()
+
+
+def test_protocol_build_refuses_a_folder_holding_something_else(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert "holds no protocol" in _one_line_error(capsys, ["protocol", "build", "fyp-1024", "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
