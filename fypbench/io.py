@@ -103,3 +103,19 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...] = (), o
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{option} {path}: is not writable")
     return path
+
+
+def read_json_object(path: str | os.PathLike, hint: str = "") -> dict[str, Any]:
+    """A JSON file holding an object (a record fypbench wrote); a corrupt one is a one-line UserError naming the
+    file, followed by `hint` (e.g. how to rebuild it). The caller handles a missing file."""
+    from fypbench.errors import UserError
+
+    path = Path(path)
+    suffix = f"; {hint}" if hint else ""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: invalid JSON ({error}){suffix}") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: expected a JSON object{suffix}")
+    return record

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fypbench.errors import UserError, did_you_mean
-from fypbench.io import write_json_atomic
+from fypbench.io import read_json_object, write_json_atomic
 from fypbench.stats import (
     DEFAULT_REPLICATES, DEFAULT_SEED, bootstrap_mean, bootstrap_statistic, paired_bootstrap_mean,
     paired_bootstrap_statistic,
@@ -191,12 +191,7 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         raise UserError(f"{path}: no results record (run `fypbench results {run_dir}`)")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: invalid JSON ({error}); rebuild it with `fypbench results {run_dir}`") from None
-    if not isinstance(record, dict):
-        raise UserError(f"{path}: expected a JSON object; rebuild it with `fypbench results {run_dir}`")
+    record = read_json_object(path, f"rebuild it with `fypbench results {run_dir}`")
     if record.get("schema_version") != SCHEMA_VERSION:
         raise UserError(f"{path}: schema_version {record.get('schema_version')} != {SCHEMA_VERSION}")
     return record

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fypbench.errors import UserError
-from fypbench.io import write_json_atomic
+from fypbench.io import read_json_object, write_json_atomic
 from fypbench.sample import Sample
 
 RUN_FILE = "run.json"
@@ -317,14 +317,9 @@ def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
 def read_run_record(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
-        raise UserError(f"{path}: not a run directory (no {RUN_FILE})")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: invalid JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return record
+        raise UserError(f"{path} not found: {Path(run_dir)} is not a run directory (`fypbench run --out DIR` "
+                        "makes one)")
+    return read_json_object(path)
 
 
 def shard_dict(shard: Shard) -> dict[str, int]:

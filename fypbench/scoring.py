@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from fypbench.errors import UserError, did_you_mean
-from fypbench.io import is_temp_file
+from fypbench.io import is_temp_file, read_json_object
 from fypbench.sample import Sample
 
 RUN_FILE = "run.json"
@@ -87,17 +87,9 @@ def parse_metric_names(names: str | Sequence[str] | None) -> list[str]:
 
 
 def read_run_file(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path} not found: {Path(run_dir)} is not a run directory (`fypbench run --out DIR` "
-                        "makes one)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: invalid JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return record
+    from fypbench.runner import read_run_record
+
+    return read_run_record(Path(run_dir))
 
 
 def load_run_samples(run_dir: str | os.PathLike) -> list[Sample]:
@@ -386,13 +378,7 @@ def _append_timings(path: Path, *new_sessions: dict[str, Any]) -> None:
 def _read_definitions(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: invalid JSON ({error}); delete it (it is rebuilt from the next scoring)") from None
-    if not isinstance(record, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return record
+    return read_json_object(path, "delete it (it is rebuilt from the next scoring)")
 
 
 def summarize_scores(run_dir: str | os.PathLike, metric_names: Iterable[str] | None = None,
