@@ -278,14 +278,19 @@ def _remove_broken_videos(run_dir: Path, jobs, samples, console) -> None:
         remove_video(run_dir, problem.method, problem.sample_id)
 
 
-def _wait_until(pending: Callable[[], list], message: Callable[[int], str], console, poll_s: float = 5.0) -> None:
-    """Poll `pending()` until it is empty, saying once what is awaited (a file barrier, off the hot path)."""
+def _wait_until(pending: Callable[[], list], message: Callable[[int], str], console, poll_s: float = 5.0,
+                give_up: Callable[[list], bool] = lambda left: False) -> list:
+    """Poll `pending()` until it is empty, saying once what is awaited (a file barrier, off the hot path); stops
+    early with what is still pending when `give_up(pending)` says so. Returns [] when everything arrived."""
     announced = False
     while left := pending():
+        if give_up(left):
+            return list(left)
         if not announced:
             console.print(message(len(left)))
             announced = True
         time.sleep(poll_s)
+    return []
 
 
 def takeover_seconds() -> float:
@@ -297,8 +302,7 @@ def takeover_seconds() -> float:
         raise UserError(f"{TAKEOVER_ENV}={text!r}: expected a number of seconds") from None
 
 
-def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, shard: Shard, console,
-                         poll_s: float = 5.0) -> list[tuple[str, str]]:
+def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, shard: Shard, console) -> list[tuple[str, str]]:
     """Shard 0 scores only once every shard's videos exist. Returns the videos still missing once, for
     takeover_seconds(), no other shard has held its lock and no video has arrived (a shard that died, has not
     started, or split the job list another way, e.g. with another --batch-size): shard 0 then makes them itself;
@@ -307,23 +311,23 @@ def _wait_for_all_videos(run_dir: Path, methods: list[str], samples, shard: Shar
     from fypbench.videos import is_done
 
     waiting = [(m, s.id) for m in methods for s in samples]
-    idle_since: float | None = None
-    announced = False
-    while True:
-        before = len(waiting)
+    patience = takeover_seconds()
+    idle = {"since": None, "left": len(waiting)}
+
+    def pending() -> list:
         waiting[:] = [(m, sid) for m, sid in waiting if not is_done(run_dir, m, sid)]
-        if not waiting:
-            return []
-        if other_shards_active(run_dir, shard) or len(waiting) < before:  # a shard runs, or videos still arrive
-            idle_since = None
-        else:
-            idle_since = time.monotonic() if idle_since is None else idle_since
-            if time.monotonic() - idle_since >= takeover_seconds():
-                return list(waiting)
-        if not announced:
-            console.print(f"waiting for the other shards: {len(waiting)} videos still to come")
-            announced = True
-        time.sleep(poll_s)
+        return waiting
+
+    def give_up(left: list) -> bool:
+        arrived, idle["left"] = len(left) < idle["left"], len(left)
+        if arrived or other_shards_active(run_dir, shard):  # videos still arrive, or a shard runs
+            idle["since"] = None
+            return False
+        idle["since"] = idle["since"] if idle["since"] is not None else time.monotonic()
+        return time.monotonic() - idle["since"] >= patience
+
+    return _wait_until(pending, lambda n: f"waiting for the other shards: {n} videos still to come", console,
+                       give_up=give_up)
 
 
 def _wait_for_shard_parts(run_dir: Path, shard: Shard, console) -> None:

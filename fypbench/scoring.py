@@ -346,11 +346,11 @@ def unusable_videos(run_dir: str | os.PathLike) -> set[tuple[str, str]]:
     path = Path(run_dir) / SCORES_DIR / COVERAGE_FILE
     if not path.is_file():
         return set()
+    hint = f"rebuild it with `fypbench score {run_dir}`"
     try:
-        problems = json.loads(path.read_text(encoding="utf-8"))["problems"]
-        return {(str(p["method"]), str(p["sample_id"])) for p in problems}
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise UserError(f"{path}: unreadable ({error}); rebuild it with `fypbench score {run_dir}`") from None
+        return {(str(p["method"]), str(p["sample_id"])) for p in read_json_object(path, hint)["problems"]}
+    except (KeyError, TypeError) as error:
+        raise UserError(f"{path}: unreadable ({error}); {hint}") from None
 
 
 def _fold_part_timings(part_timings: Path, timings_path: Path) -> None:
@@ -408,7 +408,9 @@ def score_command(run_dir: str, metrics: str | None = None, pose_processes: int 
     with run_lock(run_path, Shard(0, 1)):  # refused while a `fypbench run` or `forget` works on the directory
         path = score_run(run_dir, parse_metric_names(metrics), world=world, clip_weights=clip_weights,
                          pose_processes=pose_processes, rescore=rescore)
-    if (run_path / "results.json").is_file():
-        print(f"note: {run_path / 'results.json'} and the report predate these scores; rebuild them with "
+    from fypbench.results import RESULTS_FILE
+
+    if (run_path / RESULTS_FILE).is_file():
+        print(f"note: {run_path / RESULTS_FILE} and the report predate these scores; rebuild them with "
               f"`fypbench results {run_dir} && fypbench leaderboard {run_dir}`")
     return path
