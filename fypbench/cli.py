@@ -226,6 +226,8 @@ def train(
     from fypbench.registry import RECIPES
     from fypbench.training.common import parse_overrides
 
+    if out is not None:
+        check_output_dir(out)
     run_recipe = RECIPES.load(recipe)
     parsed = parse_overrides(overrides or [])
     export_key = RECIPE_EXPORT_KEYS.get(recipe)

@@ -99,7 +99,9 @@ def encode_latents(vae, images: np.ndarray, path: Path, key: dict[str, Any], log
         stds.append(posterior.std.half().cpu().numpy())
         if (lo // batch) % 50 == 0:
             log(f"encoded {lo + len(means[-1])}/{len(images)} images")
-    mean, std = np.concatenate(means), np.concatenate(stds)
+    # C order, as a cache hit reads them back: the VAE's CPU output is channels-last, and latents in another memory
+    # layout make the UNet's convolutions round differently, so a resumed session would not continue bitwise
+    mean, std = np.ascontiguousarray(np.concatenate(means)), np.ascontiguousarray(np.concatenate(stds))
     with atomic_path(path) as tmp:
         np.savez(tmp, mean=mean, std=std)
     write_json_atomic(key_path, key)

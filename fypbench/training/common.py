@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from fypbench.errors import UserError, did_you_mean
-from fypbench.io import atomic_path, write_json_atomic
+from fypbench.io import atomic_path, temp_files_of, write_json_atomic
 from fypbench.seeding import derive_seed, numpy_rng
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -42,9 +42,14 @@ PACKAGE_PREFIX = "package:"
 CHECKPOINT_NAME = "checkpoint.pt"
 # Config fields that may change between a checkpoint and its resumption (they do not change what is trained).
 # The learning-rate tail may change too, so that a finished run can be extended and annealed ("train longer, then
-# decay"): the steps already taken are unchanged and a fresh run with the new values takes the same path.
+# decay"), as long as the steps already taken keep their learning rate (checked on resume): then a fresh run with
+# the new values takes the same path.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.log_every", "data.workers", "export.dir",
                      "export.vae_dir", "export.float16", "train.lr_decay_start", "train.lr_final_ratio")
+# Numbers every recipe's loop reads, with the least value each may take (checked before any work).
+MINIMUM_VALUES = {"train.steps": 1, "train.batch_size": 1, "train.checkpoint_every": 1, "train.log_every": 1,
+                  "data.count": 1, "train.warmup_steps": 0, "train.lr": 0.0, "train.weight_decay": 0.0,
+                  "train.grad_clip": 0.0, "train.ema_decay": 0.0}
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -135,9 +140,10 @@ def load_config(recipe: str, preset: str | os.PathLike = "mini",
         for part in parents:
             node = node[part]
         node[leaf] = flat[key]
-    steps = (config.get("train") or {}).get("steps")
-    if isinstance(steps, int) and steps < 1:
-        raise UserError(f"{path}: train.steps must be >= 1, got {steps}")
+    for key, least in MINIMUM_VALUES.items():
+        value = flat.get(key, least)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+            raise UserError(f"{path}: {key} must be >= {least}, got {value!r}")
     config["preset"] = str(preset)
     return config
 
@@ -362,13 +368,17 @@ class EMA:
 # Config fields added after checkpoints were written, with the value every older run trained with: a checkpoint
 # without the field resumes only when the current config keeps that value.
 ADDED_FIELDS = {"loss.weighting": "none", "loss.max_weight": None, "loss.hard_negatives": []}
+CHECKPOINT_KEYS = ("step", "config", "modules", "optimizer", "schedule", "ema")
+RESTART_HINT = "use another output directory or --no-resume"
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The fields that differ and may not change on resume, "recipe" first (another recipe's folder)."""
     a, b = _flatten(saved), _flatten(current)
     a = {**{k: v for k, v in ADDED_FIELDS.items() if k in b}, **a}
-    return sorted(k for k in set(a) | set(b)
-                  if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and k != "preset")
+    return sorted((k for k in set(a) | set(b)
+                   if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and k != "preset"),
+                  key=lambda k: (k != "recipe", k))
 
 
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
@@ -380,9 +390,13 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises several types
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it or pass resume=False")
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it or train with --no-resume")
+    missing = [key for key in CHECKPOINT_KEYS if key not in state] if isinstance(state, dict) else ["step"]
+    if missing:
+        raise UserError(f"{path}: not a training checkpoint (no {missing[0]!r}); delete it or train with --no-resume")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------- the loop itself
@@ -417,6 +431,8 @@ def lr_schedule(train: Mapping[str, Any]) -> Callable[[int], float]:
 
 @dataclass
 class LoopResult:
+    """`losses`: (step, mean loss) as logged this session, after the checkpoint's last one when it resumed."""
+
     final_step: int
     losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
@@ -434,7 +450,7 @@ class TrainingLoop:
 
     `modules` are the trained modules (their state is checkpointed); `loss_fn` receives them prepared by
     accelerate (wrapped for gradient synchronisation when several processes run) and must call those.
-    `parameters` are the optimised parameters.
+    `parameters` are the optimised parameters; `lr_factors(train section)` gives the lr factor per step.
     `train` is the config's train section. The loop never reads wall time into anything it trains.
     """
 
@@ -446,6 +462,7 @@ class TrainingLoop:
     dataset_size: int
     loss_fn: Callable[[int, BatchSlice, dict[str, torch.nn.Module]], torch.Tensor]
     log: Callable[[str], None] = print
+    lr_factors: Callable[[Mapping[str, Any]], Callable[[int], float]] = lr_schedule
 
     def __post_init__(self) -> None:
         train = self.config["train"]
@@ -453,32 +470,57 @@ class TrainingLoop:
         self.optimizer = torch.optim.AdamW(self.parameters, lr=float(train["lr"]),
                                            betas=tuple(train["betas"]), weight_decay=float(train["weight_decay"]),
                                            eps=1e-8)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule(train))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factors(train))
         self.ema = EMA(self.parameters, float(train["ema_decay"])) if float(train["ema_decay"]) > 0 else None
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
+        self.last_loss: tuple[int, float] | None = None  # the latest logged (step, mean loss), checkpointed
 
     def _payload(self, step: int) -> dict[str, Any]:
         return {"step": step, "config": self.config,
                 "modules": {name: self.accelerator.unwrap_model(m).state_dict() for name, m in self.modules.items()},
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "ema": self.ema.state_dict() if self.ema else None}
+                "ema": self.ema.state_dict() if self.ema else None, "last_loss": self.last_loss}
 
     def _restore(self, resume: bool) -> int:
-        state = load_checkpoint(self.checkpoint_path) if resume else None
+        path = self.checkpoint_path
+        state = load_checkpoint(path) if resume else None
         if state is None:
             return 0
         changed = config_differences(state["config"], self.config)
         if changed:
-            raise UserError(f"{self.checkpoint_path}: written with a different config ({', '.join(changed[:4])}); "
-                            "use another output directory or resume=False")
-        for name, module in self.modules.items():
-            self.accelerator.unwrap_model(module).load_state_dict(state["modules"][name])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.log(f"resumed from {self.checkpoint_path} at step {state['step']}")
-        return int(state["step"])
+            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            raise UserError(f"{path}: written with a different config ({', '.join(changed[:4])}{more}); "
+                            f"{RESTART_HINT}")
+        taken, steps = int(state["step"]), int(self.train["steps"])
+        if taken > steps:
+            raise UserError(f"{path}: train.steps {steps} is below the checkpoint's step {taken}; {RESTART_HINT}")
+        # a changed train.steps / lr tail is accepted only when the steps already taken keep their learning rate
+        # (then a fresh run with the new values takes the same path)
+        before, now = self.lr_factors(state["config"]["train"]), self.lr_factors(self.train)
+        moved = next((step for step in range(taken) if before(step) != now(step)), None)
+        if moved is not None:
+            fields = [key for key in RESUMABLE_CHANGES if key.startswith("train.lr") or key == "train.steps"]
+            saved, current = _flatten(state["config"]), _flatten(self.config)
+            fields = [key for key in fields if saved.get(key) != current.get(key)]
+            raise UserError(f"{path}: changing {', '.join(fields)} would change the learning rate of step {moved + 1} "
+                            f"of the {taken} already taken; {RESTART_HINT}")
+        try:
+            for name, module in self.modules.items():
+                self.accelerator.unwrap_model(module).load_state_dict(state["modules"][name])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            # the next step's lr comes from this config's schedule, not the one the checkpoint stored
+            for group, base_lr, factor in zip(self.optimizer.param_groups, self.schedule.base_lrs,
+                                              self.schedule.lr_lambdas, strict=True):
+                group["lr"] = base_lr * factor(self.schedule.last_epoch)
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a state that does not fit these modules
+            raise UserError(f"{path}: does not fit this model ({type(exc).__name__}); {RESTART_HINT}") from None
+        last = state.get("last_loss")  # absent in checkpoints written before it was recorded
+        self.last_loss = (int(last[0]), float(last[1])) if last is not None else None
+        self.log(f"resumed from {path} at step {taken}")
+        return taken
 
     def run(self, resume: bool = True) -> LoopResult:
         acc = self.accelerator
@@ -486,9 +528,13 @@ class TrainingLoop:
         log_every, clip = int(self.train["log_every"]), float(self.train["grad_clip"])
         # modules first: prepare moves them to the device, and the optimizer state restored after follows them
         prepared = {name: acc.prepare(module) for name, module in self.modules.items()}
+        if acc.is_main_process:
+            for stale in temp_files_of(self.checkpoint_path):  # a checkpoint write cut short (killed)
+                stale.unlink(missing_ok=True)
+                self.log(f"removed {stale}, left by an interrupted checkpoint write")
         start = self._restore(resume)
         self.optimizer = acc.prepare(self.optimizer)
-        result = LoopResult(final_step=start)
+        result = LoopResult(final_step=start, losses=[self.last_loss] if self.last_loss else [])
         seed = int(self.config["seed"])
         begin = time.perf_counter()
         running: list[float] = []
@@ -515,6 +561,7 @@ class TrainingLoop:
                 if done % log_every == 0 or done == steps:
                     mean = float(acc.reduce(torch.tensor(np.mean(running)), reduction="mean"))
                     result.losses.append((done, mean))
+                    self.last_loss = (done, mean)
                     running.clear()
                     elapsed = time.perf_counter() - begin
                     if acc.is_main_process:

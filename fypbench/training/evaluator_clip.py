@@ -329,12 +329,13 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
                                 None if negative_features is None else negative_features.float(),
                                 accelerator.process_index, accelerator.num_processes)
 
-    train = config["train"]
+    def lr_factors(train: dict[str, Any]):
+        return lr_factor(str(train.get("lr_schedule", "constant")), int(train["warmup_steps"]), int(train["steps"]),
+                         float(train.get("lr_final_fraction", 0.0)))
+
     loop = TrainingLoop(accelerator=accelerator, output_dir=output_dir, config=config, modules={"clip": model},
-                        parameters=list(model.parameters()), dataset_size=train_size, loss_fn=loss_fn, log=log)
-    loop.schedule = torch.optim.lr_scheduler.LambdaLR(
-        loop.optimizer, lr_factor(str(train.get("lr_schedule", "constant")), int(train["warmup_steps"]),
-                                  int(train["steps"]), float(train.get("lr_final_fraction", 0.0))))
+                        parameters=list(model.parameters()), dataset_size=train_size, loss_fn=loss_fn, log=log,
+                        lr_factors=lr_factors)
     result = loop.run(resume=resume)
     loop.export_parameters()
     export = resolve_path(config["export_dir"]) if config.get("export_dir") else output_dir / "evaluator_clip"

@@ -223,7 +223,8 @@ class CachedItems:
                 m, s = encode_posterior(vae, np.asarray(self.frames[lo:lo + 256]))
                 mean.append(m.half().numpy())
                 std.append(s.half().numpy())
-            self.mean, self.std = np.concatenate(mean), np.concatenate(std)
+            # C order, as a cache hit reads them back (see fypbench.training.base.encode_latents)
+            self.mean, self.std = np.ascontiguousarray(np.concatenate(mean)), np.ascontiguousarray(np.concatenate(std))
             with atomic_path(path) as tmp:
                 np.savez(tmp, mean=self.mean, std=self.std)
             write_json_atomic(key_path, key)
