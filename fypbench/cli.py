@@ -414,8 +414,27 @@ def _usage_error_line(exc: Exception) -> str:
     return f"error: {message}{where}"
 
 
+# Path options: the parser turns an empty value into Path("."), i.e. the current directory, so it is refused here
+PATH_OPTIONS = ("--out", "--config", "--run-dir", "--clip-weights")
+
+
+def _empty_path_option(args: list[str]) -> str | None:
+    for i, token in enumerate(args):
+        if token == "--":
+            break
+        name, equals, value = token.partition("=")
+        if name in PATH_OPTIONS and ((equals and not value.strip()) or
+                                     (not equals and i + 1 < len(args) and not args[i + 1].strip())):
+            return name
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     _INVOCATION[:] = list(argv) if argv is not None else sys.argv[1:]
+    empty = _empty_path_option(_INVOCATION)
+    if empty is not None:
+        typer.echo(f"error: {empty} is empty (give a path; '.' for the current directory)", err=True)
+        return UserError.exit_code
     try:
         app(args=argv, standalone_mode=False, prog_name="fypbench")
     except (UserError, MethodUnavailable) as exc:

@@ -35,6 +35,19 @@ def test_usage_errors_of_typers_own_parser_are_one_line(capsys, argv, expected):
     assert expected in _one_line_error(capsys, argv)
 
 
+@pytest.mark.parametrize("argv", [
+    ["run", "--limit", "1", "--out", ""],
+    ["run", "--limit", "1", "--out="],
+    ["train", "vae", "--preset", "debug", "--out", " "],
+    ["ablate", "--run-dir", ""],
+    ["run", "--config", ""],
+])
+def test_an_empty_path_option_is_not_the_current_directory(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    assert "is empty (give a path" in _one_line_error(capsys, argv)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_help_is_minus_h_on_every_command(capsys):
     assert main(["run", "-h"]) == 0
     assert "Usage: fypbench run" in capsys.readouterr().out
