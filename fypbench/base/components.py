@@ -363,12 +363,19 @@ def save_folder_atomic(write: Callable[[Path], Any], path: str | os.PathLike) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700: give the folder the mode a mkdir would
         write(staging)
         _swap_in(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _swap_in(staging: Path, path: Path) -> None:

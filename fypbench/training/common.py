@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
-import math
 import math
 import os
 import shlex
@@ -40,6 +40,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_PREFIX = "package:"
 CHECKPOINT_NAME = "checkpoint.pt"
+TRAIN_LOCK = "train.lock"
 # Config fields that may change between a checkpoint and its resumption (they do not change what is trained).
 # The learning-rate tail may change too, so that a finished run can be extended and annealed ("train longer, then
 # decay"), as long as the steps already taken keep their learning rate (checked on resume): then a fresh run with
@@ -523,6 +524,27 @@ class TrainingLoop:
         return taken
 
     def run(self, resume: bool = True) -> LoopResult:
+        """Train to train.steps (resuming from the checkpoint when `resume`); the main process holds the output
+        folder's train.lock meanwhile, so a second training into the same folder is refused instead of
+        interleaving its checkpoints with this one's."""
+        lock = None
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            lock = open(self.output_dir / TRAIN_LOCK, "a+")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                raise UserError(f"{self.output_dir}: another training is running in this folder ({TRAIN_LOCK} is "
+                                "locked); wait for it to finish or give another --out") from None
+        try:
+            return self._run(resume)
+        finally:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.close()
+
+    def _run(self, resume: bool) -> LoopResult:
         acc = self.accelerator
         steps, every = int(self.train["steps"]), int(self.train["checkpoint_every"])
         log_every, clip = int(self.train["log_every"]), float(self.train["grad_clip"])

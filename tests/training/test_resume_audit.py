@@ -151,3 +151,32 @@ def test_an_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
         assert main(["train", "vae", "--preset", "debug", "--out", str(out)]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith(f"error: --out {out}") and "\n" not in error
+
+
+def test_a_second_training_into_a_busy_folder_is_refused(tmp_path):
+    import fcntl
+
+    from fypbench.training.common import TRAIN_LOCK
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / TRAIN_LOCK, "a+") as held:  # another process's training holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="another training is running in this folder"):
+            toy_loop(out).run()
+        assert not (out / CHECKPOINT_NAME).exists()
+    assert toy_loop(out).run().final_step == TRAIN["steps"]  # free again: trains
+    assert toy_loop(out).run().final_step == TRAIN["steps"]  # the lock was released after the run
+
+
+def test_exported_folders_get_a_mkdir_mode_not_mkdtemps(tmp_path):
+    import os
+
+    from fypbench.base.components import save_folder_atomic
+
+    previous = os.umask(0o022)
+    try:
+        folder = save_folder_atomic(lambda staging: (staging / "x.txt").write_text("x"), tmp_path / "export")
+    finally:
+        os.umask(previous)
+    assert folder.stat().st_mode & 0o777 == 0o755
