@@ -43,6 +43,7 @@ from fypbench.io import atomic_path, write_json_atomic
 from fypbench.training.common import (
     TrainingLoop,
     cached_dataset,
+    channels_last_layout,
     default_output_dir,
     images_to_tensor,
     load_config,
@@ -90,7 +91,7 @@ def encode_latents(vae, images: np.ndarray, path: Path, key: dict[str, Any], log
     key_path = path.with_suffix(".json")
     if path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
         with np.load(path) as cached:
-            return cached["mean"], cached["std"]
+            return channels_last_layout(cached["mean"]), channels_last_layout(cached["std"])
     means, stds = [], []
     device = next(vae.parameters()).device
     for lo in range(0, len(images), batch):
@@ -99,9 +100,8 @@ def encode_latents(vae, images: np.ndarray, path: Path, key: dict[str, Any], log
         stds.append(posterior.std.half().cpu().numpy())
         if (lo // batch) % 50 == 0:
             log(f"encoded {lo + len(means[-1])}/{len(images)} images")
-    # C order, as a cache hit reads them back: the VAE's CPU output is channels-last, and latents in another memory
-    # layout make the UNet's convolutions round differently, so a resumed session would not continue bitwise
-    mean, std = np.ascontiguousarray(np.concatenate(means)), np.ascontiguousarray(np.concatenate(stds))
+    # one memory layout for fresh and cached latents (a resumed session must feed the UNet what a fresh one did)
+    mean, std = channels_last_layout(np.concatenate(means)), channels_last_layout(np.concatenate(stds))
     with atomic_path(path) as tmp:
         np.savez(tmp, mean=mean, std=std)
     write_json_atomic(key_path, key)

@@ -329,6 +329,15 @@ def cached_dataset(target: str, kwargs: Mapping[str, Any], count: int, cache_dir
     return np.load(images_path, mmap_mode="r"), captions
 
 
+def channels_last_layout(array: np.ndarray) -> np.ndarray:
+    """`array` (N, C, ...) with its channel axis last in memory and every other axis in order: the layout the
+    VAE's CPU encoder returns latents in. Fresh and cached latents both get it, so a resumed session feeds the UNet
+    the memory layout a fresh one did (its convolutions round differently in another layout) and a recipe rerun
+    reproduces the shipped weights bitwise on the machine that trained them."""
+    order = (0, *range(2, array.ndim), 1)
+    return array.transpose(order).copy(order="C").transpose(np.argsort(order))  # a copy: the same strides either way
+
+
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

@@ -65,6 +65,7 @@ from fypbench.models.followpose.pose_encoder import pose_videos_to_tensor
 from fypbench.models.followpose.unet3d import FollowPose, FollowPoseConfig, freeze_for_stage
 from fypbench.training.common import (
     TrainingLoop,
+    channels_last_layout,
     default_output_dir,
     images_to_tensor,
     import_object,
@@ -215,7 +216,7 @@ class CachedItems:
         key = {"vae": vae_version, "data": json.loads((cache_dir / "info.json").read_text())}
         if path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
             with np.load(path) as cached:
-                self.mean, self.std = cached["mean"], cached["std"]
+                self.mean, self.std = channels_last_layout(cached["mean"]), channels_last_layout(cached["std"])
         else:
             start = time.perf_counter()
             mean, std = [], []
@@ -223,8 +224,8 @@ class CachedItems:
                 m, s = encode_posterior(vae, np.asarray(self.frames[lo:lo + 256]))
                 mean.append(m.half().numpy())
                 std.append(s.half().numpy())
-            # C order, as a cache hit reads them back (see fypbench.training.base.encode_latents)
-            self.mean, self.std = np.ascontiguousarray(np.concatenate(mean)), np.ascontiguousarray(np.concatenate(std))
+            # one memory layout for fresh and cached latents (see fypbench.training.common.channels_last_layout)
+            self.mean, self.std = channels_last_layout(np.concatenate(mean)), channels_last_layout(np.concatenate(std))
             with atomic_path(path) as tmp:
                 np.savez(tmp, mean=self.mean, std=self.std)
             write_json_atomic(key_path, key)
