@@ -75,22 +75,18 @@ def register_cpu_attention_flops() -> None:
         return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
-def matmul_peak_gflops(threads: int, n: int = 4096, repeats: int = 8) -> float:
+def matmul_peak_gflops(threads: int) -> float:
+    """bench_sampling's GEMM peak (best of 8 at 4096^3) with `threads` threads."""
     import torch
+
+    from bench_sampling import matmul_peak_gflops as gemm_peak  # this script's folder is on sys.path
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - start)
+        return gemm_peak(n=4096, repeats=8)
     finally:
         torch.set_num_threads(previous)
-    return 2 * n ** 3 / best / 1e9
 
 
 def counted_call(generator, samples) -> tuple[float, float]:

@@ -77,10 +77,7 @@ def main(argv=None) -> int:
     from fypbench.protocol import load_protocol, select_samples
     from fypbench.registry import WORLDS
     from fypbench.results import build_results
-    from fypbench.runner import (
-        Shard, environment_record, generate, plan_jobs, run_lock, shard_jobs, write_run_record,
-    )
-    from fypbench.scoring import score_run
+    from fypbench.runner import generate_and_score
 
     start = time.perf_counter()
     world = WORLDS.load("mini")()
@@ -91,16 +88,8 @@ def main(argv=None) -> int:
     generators = {BASELINE: FollowPoseStage1Generator(base, world.method_weights("followpose"), **options)}
     for name, folder in args.exports.items():
         generators[name] = FollowPoseStage1Generator(base, folder, **options)
-    with run_lock(args.run_dir, Shard()):
-        write_run_record(args.run_dir, {
-            "world": "mini", "protocol": protocol.name, "protocol_path": str(protocol.path),
-            "protocol_hash": protocol.hash, "subset": subset, "limit": args.limit,
-            "sample_ids": [s.id for s in samples], "batch_size": 8,
-            "methods": {m: {"config": g.config(), "config_hash": g.config_hash()} for m, g in generators.items()},
-            "unavailable": {}, "environment": environment_record()})
-        jobs = shard_jobs(plan_jobs([(m, False) for m in generators], samples, 8), Shard())
-        generate(args.run_dir, generators, samples, jobs)
-    score_run(args.run_dir, world="mini", samples=samples, methods=list(generators), log=print)
+    generate_and_score(args.run_dir, generators, samples, world="mini", protocol=protocol, subset=subset,
+                       limit=args.limit)
     text = markdown(build_results(args.run_dir, baseline=BASELINE), args, time.perf_counter() - start)
     print(text)
     if args.out:

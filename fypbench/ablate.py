@@ -95,10 +95,7 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
     from fypbench.protocol import load_protocol, select_samples
     from fypbench.registry import WORLDS
     from fypbench.results import build_results
-    from fypbench.runner import (
-        Shard, check_writable, environment_record, generate, plan_jobs, run_lock, shard_jobs, write_run_record,
-    )
-    from fypbench.scoring import score_run
+    from fypbench.runner import check_writable, generate_and_score
     from fypbench.training.common import resolve_path
 
     if limit is not None and limit < 1:
@@ -128,18 +125,11 @@ def run_ablation(variants: str = "all", world: str = "mini", protocol: str = "fy
         weights = train_variant(name, preset, common, root, base_version)
         generators[f"followpose-{name}"] = FollowPoseGenerator(base, weights, preset="sd" if world == "sd" else "mini",
                                                                **(generator_options or {}))
-    with run_lock(run_dir, Shard()):
-        write_run_record(run_dir, {
-            "world": world, "protocol": proto.name, "protocol_path": str(proto.path), "protocol_hash": proto.hash,
-            "subset": subset, "limit": limit, "sample_ids": [s.id for s in samples], "batch_size": 8,
-            "methods": {m: {"config": g.config(), "config_hash": g.config_hash()} for m, g in generators.items()},
-            "unavailable": {}, "environment": environment_record(),
-            "ablation": {"preset": preset, "overrides": common, "variants": {n: VARIANTS[n] for n in names},
-                         "num_inference_steps": explicit_steps,
-                         "run_preset": preset_record}})
-        jobs = shard_jobs(plan_jobs([(m, False) for m in generators], samples, 8), Shard())
-        generate(run_dir, generators, samples, jobs)
-    score_run(run_dir, world=world, samples=samples, methods=list(generators), log=console.print)
+    generate_and_score(run_dir, generators, samples, world=world, protocol=proto, subset=subset, limit=limit,
+                       extra_record={"ablation": {
+                           "preset": preset, "overrides": common, "variants": {n: VARIANTS[n] for n in names},
+                           "num_inference_steps": explicit_steps, "run_preset": preset_record}},
+                       log=console.print)
     record = build_results(run_dir, baseline="followpose-default")
     write_text_atomic(out, ablation_markdown(record, run_dir, names))
     return out

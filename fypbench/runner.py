@@ -210,6 +210,26 @@ class GenerationReport:
         self.seconds[method] = self.seconds.get(method, 0.0) + seconds
 
 
+def generate_and_score(run_dir: Path, generators: dict[str, Any], samples: Sequence[Sample], *, world: str,
+                       protocol, subset: str | None, limit: int | None, extra_record: dict[str, Any] | None = None,
+                       batch_size: int = 8, log=print) -> None:
+    """Generate every (generator, sample) video into `run_dir` under its lock, then score them: a run of
+    ready-built generators outside `fypbench run` (the ablation's variants, the benchmarks' weights), with the
+    same run.json, job plan, resumability and scores. `extra_record` adds fields to run.json."""
+    from fypbench.scoring import score_run
+
+    with run_lock(run_dir, Shard()):
+        write_run_record(run_dir, {
+            "world": world, "protocol": protocol.name, "protocol_path": str(protocol.path),
+            "protocol_hash": protocol.hash, "subset": subset, "limit": limit, "sample_ids": [s.id for s in samples],
+            "batch_size": batch_size,
+            "methods": {m: {"config": g.config(), "config_hash": g.config_hash()} for m, g in generators.items()},
+            "unavailable": {}, "environment": environment_record(), **(extra_record or {})})
+        jobs = shard_jobs(plan_jobs([(m, False) for m in generators], samples, batch_size), Shard())
+        generate(run_dir, generators, samples, jobs)
+    score_run(run_dir, world=world, samples=samples, methods=list(generators), log=log)
+
+
 def generate(run_dir: Path, generators: dict[str, Any], samples: Sequence[Sample], jobs: Sequence[Job],
              previews: Callable[[str, str], bool] = lambda method, sample_id: False,
              on_job: Callable[[Job, int, int], None] | None = None) -> GenerationReport:
