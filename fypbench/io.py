@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -119,3 +120,21 @@ def read_json_object(path: str | os.PathLike, hint: str = "") -> dict[str, Any]:
     if not isinstance(record, dict):
         raise UserError(f"{path}: expected a JSON object{suffix}")
     return record
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, busy: str, shared: bool = False) -> Iterator[None]:
+    """Hold an flock on `path` (created if needed) for the block, exclusive or shared; when another process holds
+    it in a conflicting mode, a one-line UserError `busy` at once (never waits). Released when the block ends
+    or the process dies."""
+    from fypbench.errors import UserError
+
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fypbench.errors import UserError
-from fypbench.io import read_json_object, write_json_atomic
+from fypbench.io import file_lock, read_json_object, write_json_atomic
 from fypbench.sample import Sample
 
 RUN_FILE = "run.json"
@@ -122,23 +122,14 @@ def run_lock(run_dir: Path, shard: Shard) -> Iterator[None]:
     """Exclusive lock of this shard; an unsharded run locks the directory exclusively, sharded runs share it."""
     folder = run_dir / LOCK_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    handles = []
-    try:
-        for name, mode in (("run.lock", fcntl.LOCK_EX if shard.count == 1 else fcntl.LOCK_SH),
-                           (f"{shard.label}.lock", fcntl.LOCK_EX)):
-            handle = open(folder / name, "a+")
-            handles.append(handle)
-            try:
-                fcntl.flock(handle, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UserError(f"{run_dir}: another `fypbench run`, `score` or `forget` is active on this run "
-                                f"directory ({name} is locked); wait for it to finish (or give `run` another "
-                                "--out)") from None
+
+    def busy(name: str) -> str:
+        return (f"{run_dir}: another `fypbench run`, `score` or `forget` is active on this run directory ({name} is "
+                "locked); wait for it to finish (or give `run` another --out)")
+
+    with file_lock(folder / "run.lock", busy("run.lock"), shared=shard.count > 1), \
+            file_lock(folder / f"{shard.label}.lock", busy(f"{shard.label}.lock")):
         yield
-    finally:
-        for handle in reversed(handles):
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
 
 
 def shard_active(run_dir: Path, shard: Shard) -> bool:

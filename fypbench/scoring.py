@@ -47,9 +47,9 @@ from typing import Any
 
 from fypbench.errors import UserError, did_you_mean
 from fypbench.io import is_temp_file, read_json_object
+from fypbench.runner import RUN_FILE, read_run_record
 from fypbench.sample import Sample
 
-RUN_FILE = "run.json"
 SCORES_DIR = "scores"
 SCORES_FILE = "scores.parquet"
 METRICS_FILE = "metrics.json"
@@ -86,18 +86,12 @@ def parse_metric_names(names: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def read_run_file(run_dir: str | os.PathLike) -> dict[str, Any]:
-    from fypbench.runner import read_run_record
-
-    return read_run_record(Path(run_dir))
-
-
 def load_run_samples(run_dir: str | os.PathLike) -> list[Sample]:
     """The run's samples from RUN_DIR/run.json (its protocol, restricted to its sample_ids when listed)."""
     from fypbench.protocol import load_protocol
 
     path = Path(run_dir) / RUN_FILE
-    record = read_run_file(run_dir)
+    record = read_run_record(Path(run_dir))
     protocol_ref = record.get("protocol")
     if not isinstance(protocol_ref, str) or not protocol_ref:
         raise UserError(f"{path}: field 'protocol' must name a protocol or a protocol folder")
@@ -241,7 +235,7 @@ def score_run(run_dir: str | os.PathLike, metric_names: str | Sequence[str] | No
     if part is not None and rescore:
         raise UserError("rescore folds every shard part first: run it without a part")
     if world is None:
-        world = str(read_run_file(run_dir).get("world", "mini")) if (run_dir / RUN_FILE).is_file() else "mini"
+        world = str(read_run_record(Path(run_dir)).get("world", "mini")) if (run_dir / RUN_FILE).is_file() else "mini"
     if world not in KNOWN_WORLDS:
         raise did_you_mean(world, KNOWN_WORLDS, "world")
     samples = list(samples) if samples is not None else load_run_samples(run_dir)
@@ -390,7 +384,7 @@ def summarize_scores(run_dir: str | os.PathLike, metric_names: Iterable[str] | N
 
     run_dir = Path(run_dir)
     if world is None:
-        world = str(read_run_file(run_dir).get("world", "mini")) if (run_dir / RUN_FILE).is_file() else "mini"
+        world = str(read_run_record(Path(run_dir)).get("world", "mini")) if (run_dir / RUN_FILE).is_file() else "mini"
     names = parse_metric_names(list(metric_names) if metric_names is not None else None)
     metrics = build_metrics(names, world, clip_weights=clip_weights, pose_detector=pose_detector, embedder=embedder)
     return aggregate_rows(metrics, read_scores(run_dir))

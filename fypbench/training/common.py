@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import copy
-import fcntl
 import json
 import math
 import os
@@ -33,7 +32,7 @@ import torch
 import yaml
 
 from fypbench.errors import UserError, did_you_mean
-from fypbench.io import atomic_path, temp_files_of, write_json_atomic
+from fypbench.io import atomic_path, file_lock, temp_files_of, write_json_atomic
 from fypbench.seeding import derive_seed, numpy_rng
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -536,22 +535,12 @@ class TrainingLoop:
         """Train to train.steps (resuming from the checkpoint when `resume`); the main process holds the output
         folder's train.lock meanwhile, so a second training into the same folder is refused instead of
         interleaving its checkpoints with this one's."""
-        lock = None
-        if self.accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            lock = open(self.output_dir / TRAIN_LOCK, "a+")
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                raise UserError(f"{self.output_dir}: another training is running in this folder ({TRAIN_LOCK} is "
-                                "locked); wait for it to finish or give another --out") from None
-        try:
+        if not self.accelerator.is_main_process:
             return self._run(resume)
-        finally:
-            if lock is not None:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                lock.close()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.output_dir / TRAIN_LOCK, f"{self.output_dir}: another training is running in this folder "
+                       f"({TRAIN_LOCK} is locked); wait for it to finish or give another --out"):
+            return self._run(resume)
 
     def _run(self, resume: bool) -> LoopResult:
         acc = self.accelerator
