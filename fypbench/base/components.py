@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import gzip
 import hashlib
 import importlib.resources
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -358,18 +360,42 @@ def write_tokenizer_files(tokenizer, folder: Path) -> None:
 
 
 def save_folder_atomic(write: Callable[[Path], Any], path: str | os.PathLike) -> Path:
-    """Call `write(staging_dir)` on a fresh folder beside `path`, then swap it in with renames only."""
+    """Call `write(staging_dir)` on a fresh folder beside `path`, then swap it in with renames only.
+
+    Exports into one parent folder take turns (an flock on the parent, held for the export), so the staging
+    folders of an export killed earlier (`.NAME.xxxxxxxx`, `.NAME.old.xxxxxxxx`) are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700: give the folder the mode a mkdir would
-        write(staging)
-        _swap_in(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with _folder_lock(path.parent):
+        _remove_stale_staging(path)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700: give the folder the mode a mkdir would
+            write(staging)
+            _swap_in(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return path
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on a folder itself (waits; released when the block ends or the process dies)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _remove_stale_staging(path: Path) -> None:
+    """Remove the staging/retired folders mkdtemp named for `path` (8 characters of its alphabet) beside it."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(old\.)?[a-z0-9_]{8}")
+    for entry in path.parent.iterdir():
+        if pattern.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -44,6 +44,7 @@ from fypbench.training.common import (
     TrainingLoop,
     cached_dataset,
     channels_last_layout,
+    check_resume_before_setup,
     default_output_dir,
     images_to_tensor,
     load_config,
@@ -126,6 +127,7 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     """Train (or resume) the base model of `preset`; returns the exported pipeline folder."""
     config = load_config(RECIPE, preset, overrides)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(RECIPE, preset)
+    check_resume_before_setup(output_dir, config, resume)
     accelerator = make_accelerator(config["train"]["mixed_precision"])
     log = make_logger(output_dir, accelerator.is_main_process)
     seed = int(config["seed"])

@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from fypbench.errors import UserError, did_you_mean
-from fypbench.io import atomic_path, file_lock, temp_files_of, write_json_atomic
+from fypbench.io import atomic_path, file_lock, temp_files_of, write_json_atomic, write_text_atomic
 from fypbench.seeding import derive_seed, numpy_rng
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -144,6 +144,12 @@ def load_config(recipe: str, preset: str | os.PathLike = "mini",
         value = flat.get(key, least)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
             raise UserError(f"{path}: {key} must be >= {least}, got {value!r}")
+    if "train.ema_decay" in flat and not flat["train.ema_decay"] < 1:
+        raise UserError(f"{path}: train.ema_decay must be < 1 (0 = no EMA), got {flat['train.ema_decay']!r}")
+    betas = flat.get("train.betas", [0.0, 0.0])
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise UserError(f"{path}: train.betas must be two numbers in [0, 1), got {betas!r}")
     config["preset"] = str(preset)
     return config
 
@@ -390,6 +396,27 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
                   key=lambda k: (k != "recipe", k))
 
 
+def _check_resumable(path: Path, state: Mapping[str, Any], config: Mapping[str, Any], changed: list[str]) -> None:
+    if changed:
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise UserError(f"{path}: written with a different config ({', '.join(changed[:4])}{more}); {RESTART_HINT}")
+    taken, steps = int(state["step"]), int(config["train"]["steps"])
+    if taken > steps:
+        raise UserError(f"{path}: train.steps {steps} is below the checkpoint's step {taken}; {RESTART_HINT}")
+
+
+def check_resume_before_setup(output_dir: Path, config: Mapping[str, Any], resume: bool) -> None:
+    """Refuse, before a recipe's data setup (rendering, encoding: minutes), to resume a checkpoint written with
+    another config or more steps. Fields a recipe adds during setup (e.g. model.base_version) are compared when
+    the loop restores the checkpoint."""
+    path = Path(output_dir) / CHECKPOINT_NAME
+    state = load_checkpoint(path) if resume else None
+    if state is not None:
+        known = _flatten(config)
+        _check_resumable(path, state, config,
+                         [key for key in config_differences(state["config"], config) if key in known])
+
+
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(dict(payload), tmp)
@@ -495,14 +522,8 @@ class TrainingLoop:
         state = load_checkpoint(path) if resume else None
         if state is None:
             return 0
-        changed = config_differences(state["config"], self.config)
-        if changed:
-            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-            raise UserError(f"{path}: written with a different config ({', '.join(changed[:4])}{more}); "
-                            f"{RESTART_HINT}")
-        taken, steps = int(state["step"]), int(self.train["steps"])
-        if taken > steps:
-            raise UserError(f"{path}: train.steps {steps} is below the checkpoint's step {taken}; {RESTART_HINT}")
+        _check_resumable(path, state, self.config, config_differences(state["config"], self.config))
+        taken = int(state["step"])
         # a changed train.steps / lr tail is accepted only when the steps already taken keep their learning rate
         # (then a fresh run with the new values takes the same path)
         before, now = self.lr_factors(state["config"]["train"]), self.lr_factors(self.train)
@@ -531,6 +552,22 @@ class TrainingLoop:
         self.log(f"resumed from {path} at step {taken}")
         return taken
 
+    def _trim_loss_log(self, start: int) -> None:
+        """Keep only losses.jsonl's records of steps <= `start`: a training killed after its last checkpoint
+        logged steps it will now take again (and may have left a half-written line)."""
+        path = self.output_dir / "losses.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                if int(record["step"]) <= start:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+
     def run(self, resume: bool = True) -> LoopResult:
         """Train to train.steps (resuming from the checkpoint when `resume`); the main process holds the output
         folder's train.lock meanwhile, so a second training into the same folder is refused instead of
@@ -553,6 +590,8 @@ class TrainingLoop:
                 stale.unlink(missing_ok=True)
                 self.log(f"removed {stale}, left by an interrupted checkpoint write")
         start = self._restore(resume)
+        if acc.is_main_process:
+            self._trim_loss_log(start)
         self.optimizer = acc.prepare(self.optimizer)
         result = LoopResult(final_step=start, losses=[self.last_loss] if self.last_loss else [])
         seed = int(self.config["seed"])
@@ -686,14 +725,24 @@ def default_output_dir(recipe: str, preset: str) -> Path:
     return Path("runs") / "train" / f"{recipe}_{Path(str(preset)).stem}"
 
 
-def recipe_main(run: Callable[..., Any], description: str, argv: Sequence[str] | None = None) -> None:
-    """The `python -m <recipe module>` entry point every recipe shares (same options as `fypbench train`)."""
+def recipe_main(run: Callable[..., Any], description: str, argv: Sequence[str] | None = None,
+                stages: Sequence[int] = ()) -> None:
+    """The `python -m <recipe module>` entry point every recipe shares (same options as `fypbench train`; a
+    recipe with `stages` also takes a required --stage). A user error is one line on stderr and exit code 2, as
+    with `fypbench train`."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description.strip().splitlines()[0])
+    if stages:
+        parser.add_argument("--stage", type=int, choices=tuple(stages), required=True)
     parser.add_argument("--preset", default="mini")
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    print(run(args.preset, args.output_dir, not args.no_resume, parse_overrides(args.set)))
+    try:
+        stage = {"stage": args.stage} if stages else {}
+        print(run(args.preset, args.output_dir, not args.no_resume, parse_overrides(args.set), **stage))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(UserError.exit_code) from None

@@ -62,6 +62,7 @@ import torch
 from fypbench.training.common import (
     TrainingLoop,
     cached_dataset,
+    check_resume_before_setup,
     default_output_dir,
     load_config,
     make_accelerator,
@@ -288,6 +289,7 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     config = load_config(RECIPE, preset, overrides)
     negative_attributes = check_hard_negatives(config.get("loss", {}).get("hard_negatives", []))
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(RECIPE, preset)
+    check_resume_before_setup(output_dir, config, resume)
     accelerator = make_accelerator(config["train"]["mixed_precision"])
     log = make_logger(output_dir, accelerator.is_main_process)
     data = config["data"]

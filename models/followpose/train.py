@@ -40,7 +40,6 @@ Checkpoints hold only the trained tensors, optimiser and step; resuming continue
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -66,13 +65,13 @@ from fypbench.models.followpose.unet3d import FollowPose, FollowPoseConfig, free
 from fypbench.training.common import (
     TrainingLoop,
     channels_last_layout,
+    check_resume_before_setup,
     default_output_dir,
     images_to_tensor,
     import_object,
     load_config,
     make_accelerator,
     make_logger,
-    parse_overrides,
     per_sample_randint,
     per_sample_randn,
     per_sample_uniform,
@@ -350,6 +349,7 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     config = load_config(recipe, preset, overrides)
     where = f"{recipe} preset {preset}"
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe, str(preset))
+    check_resume_before_setup(output_dir, config, resume)
     accelerator = make_accelerator(config["train"]["mixed_precision"])
     log = make_logger(output_dir, accelerator.is_main_process)
     device = accelerator.device
@@ -465,15 +465,9 @@ def run_stage2(preset: str = "mini", output_dir: Path | None = None, resume: boo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
-    parser.add_argument("--preset", default="mini")
-    parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    print(run(args.preset, args.output_dir, not args.no_resume, parse_overrides(args.set), stage=args.stage))
+    from fypbench.training.common import recipe_main
 
+    recipe_main(run, __doc__, argv, stages=(1, 2))
 
 if __name__ == "__main__":
     main()

@@ -170,3 +170,20 @@ def test_hub_id_not_cached_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(UserError, match="runwayml/stable-diffusion-v1-5.*local Hugging Face cache"):
         load_base("runwayml/stable-diffusion-v1-5")
+
+
+def test_an_export_removes_the_staging_folders_a_killed_export_left(tmp_path):
+    from fypbench.base.components import save_folder_atomic
+
+    stale = [tmp_path / ".export.k1lled_1", tmp_path / ".export.old.x2y3z4w5"]
+    kept = [tmp_path / ".export.notmine", tmp_path / ".exported.abcdefgh", tmp_path / "other"]
+    for folder in stale + kept:
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(b"partial")
+    (tmp_path / ".export.abcdefgh").write_text("a file, not a staging folder")
+    folder = save_folder_atomic(lambda staging: (staging / "x.txt").write_text("x"), tmp_path / "export")
+    assert (folder / "x.txt").read_text() == "x"
+    assert not any(path.exists() for path in stale) and all(path.is_dir() for path in kept)
+    assert (tmp_path / ".export.abcdefgh").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".export.abcdefgh", ".export.notmine", ".exported.abcdefgh", "export", "other"])

@@ -81,6 +81,33 @@ def test_a_temp_file_left_by_a_killed_checkpoint_write_is_removed(tmp_path):
     assert not stale.exists() and (out / CHECKPOINT_NAME).is_file()
 
 
+def test_a_resumed_training_logs_each_step_once(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    toy_loop(out, steps=2, log_every=1).run()
+    log = out / "losses.jsonl"
+    # as if killed after logging steps 3 and (half of) 4, before the step-4 checkpoint
+    log.write_text(log.read_text() + json.dumps({"step": 3, "loss": 9.0, "seconds": 0}) + "\n" + '{"step": 4, "lo')
+    toy_loop(out, steps=4, log_every=1).run()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and records[2]["loss"] != 9.0
+
+
+@pytest.mark.parametrize("change, message", [({"train.lr": 1e-4}, "different config (train.lr)"),
+                                             ({"train.steps": 2}, "train.steps 2 is below the checkpoint's step 4")])
+def test_an_unresumable_checkpoint_is_refused_before_the_data_setup(tmp_path, monkeypatch, change, message):
+    overrides = {"data.target": SYNTHETIC, "data.cache_dir": str(tmp_path / "cache"), "train.steps": 4}
+    vae_recipe.run("debug", tmp_path / "run", overrides=overrides)
+
+    def no_data_setup(*args, **kwargs):
+        raise AssertionError("the data setup ran before the resume check")
+
+    monkeypatch.setattr(vae_recipe, "cached_dataset", no_data_setup)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        vae_recipe.run("debug", tmp_path / "run", overrides={**overrides, **change})
+
+
 def test_a_malformed_checkpoint_is_a_one_line_error(tmp_path):
     out = tmp_path / "run"
     toy_loop(out).run()
@@ -145,6 +172,33 @@ def test_bad_loop_values_are_refused_before_any_work(tmp_path, capsys, setting):
     assert main(["train", "vae", "--preset", "debug", "--out", str(out), "--set", setting]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and f"{setting.split('=')[0]} must be >=" in error and not out.exists()
+
+
+@pytest.mark.parametrize("setting, field", [("train.ema_decay=1", "train.ema_decay must be < 1"),
+                                            ("train.ema_decay=1.5", "train.ema_decay must be < 1"),
+                                            ("train.betas=[0.9, 1.0]", "train.betas must be two numbers"),
+                                            ("train.betas=[-0.1, 0.9]", "train.betas must be two numbers"),
+                                            ("train.betas=[0.9]", "train.betas must be two numbers")])
+def test_optimiser_values_outside_their_range_are_refused(tmp_path, capsys, setting, field):
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--preset", "debug", "--out", str(out), "--set", setting]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and field in error and not out.exists()
+
+
+@pytest.mark.parametrize("module, stage", [("fypbench.training.vae", None),
+                                           ("fypbench.models.followpose.train", "1")])
+def test_a_recipe_modules_own_entry_point_reports_a_user_error_in_one_line(tmp_path, module, stage):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", module, "--preset", "debug", "--output-dir", str(out), "--set", "train.lr=-1"]
+    command += ["--stage", stage] if stage else []
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    error = done.stderr.strip()
+    assert done.returncode == 2 and error.startswith("error: ") and "\n" not in error and "train.lr" in error
+    assert not out.exists()
 
 
 def test_an_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
