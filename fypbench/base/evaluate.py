@@ -117,16 +117,19 @@ def reconstruct(vae, frames: np.ndarray, batch: int = 64) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ oracle
-def _oracle_row(args: tuple[np.ndarray, np.ndarray, str]) -> list[bool]:
+def _oracle_row(args: tuple[np.ndarray, np.ndarray, str]) -> tuple[list[bool], str]:
     from fypbench.world.mini.oracle import expected_attributes, measure_attributes
 
     frame, points, prompt = args
-    correct = measure_attributes(frame, points).correct(expected_attributes(prompt))
-    return [bool(correct[name]) for name in FIELDS]
+    measured = measure_attributes(frame, points)
+    correct = measured.correct(expected_attributes(prompt))
+    return [bool(correct[name]) for name in FIELDS], measured.style or "none"
 
 
-def oracle_hits(frames: np.ndarray, keypoints: np.ndarray, prompts: Sequence[str], workers: int = 1) -> np.ndarray:
-    """bool (N, len(FIELDS)): whether the oracle reads each field of prompt n off frame n (keypoints n)."""
+def oracle_hits(frames: np.ndarray, keypoints: np.ndarray, prompts: Sequence[str], workers: int = 1,
+                read_styles: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """bool (N, len(FIELDS)): whether the oracle reads each field of prompt n off frame n (keypoints n); with
+    `read_styles`, also the style it read off each frame ("none" without one)."""
     jobs = list(zip(frames, keypoints, prompts))
     if workers > 1:
         import multiprocessing
@@ -137,7 +140,15 @@ def oracle_hits(frames: np.ndarray, keypoints: np.ndarray, prompts: Sequence[str
             rows = pool.map(_oracle_row, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
     else:
         rows = [_oracle_row(job) for job in jobs]
-    return np.array(rows, bool).reshape(len(jobs), len(FIELDS))
+    hits = np.array([row[0] for row in rows], bool).reshape(len(jobs), len(FIELDS))
+    return (hits, np.array([row[1] for row in rows], dtype=object)) if read_styles else hits
+
+
+def styles_of(prompts: Sequence[str]) -> np.ndarray:
+    """The prompted style of each prompt ("none" without one)."""
+    from fypbench.world.mini.grammar import parse
+
+    return np.array([parse(prompt).appearance.style or "none" for prompt in prompts])
 
 
 def summarise(hits: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
@@ -218,7 +229,6 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
              log: Callable[[str], None] = print) -> dict[str, Any]:
     from fypbench.base.components import load_base
     from fypbench.base.sample import sample_images
-    from fypbench.world.mini.grammar import parse
 
     began = time.perf_counter()
     components = load_base(weights, device="cuda" if torch.cuda.is_available() else "cpu")
@@ -238,7 +248,7 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
     raw_hits = oracle_hits(frames[:n], keypoints[:n], all_prompts[:n], workers)
     rec_hits = oracle_hits(reconstructions, keypoints[:n], all_prompts[:n], workers)
     raw, rec = summarise(raw_hits), summarise(rec_hits)
-    styles = np.array([parse(prompt).appearance.style or "none" for prompt in all_prompts[:n]])
+    styles = styles_of(all_prompts[:n])
     by_style = {style: {"n": int((styles == style).sum()), "psnr_db": float(values[styles == style].mean()),
                         "style_read_raw": float(raw_hits[styles == style, 1].mean()),
                         "style_read_reconstructed": float(rec_hits[styles == style, 1].mean())}
@@ -256,6 +266,7 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
     # 2. base generations
     m = prompts
     prompt_list, split = all_prompts[:m], np.array([item.split for item in items[:m]])
+    prompt_styles = styles_of(prompt_list)
     templates = TemplateKeypoints(components.resolution)
     floor_index = derangement(m)
     ceiling_frames, floor_frames = frames[:m], frames[:m][floor_index]
@@ -276,9 +287,13 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
         generated = sample_images(components, prompt_list, [item.noise_seed for item in items[:m]], steps=steps,
                                   guidance=guidance)
         seconds = time.perf_counter() - start
-        hits = oracle_hits(generated, templates(generated), prompt_list, workers)
+        hits, read = oracle_hits(generated, templates(generated), prompt_list, workers, read_styles=True)
+        misread = read[prompt_styles != read]
         row = {**summarise(hits), "seen": summarise(hits, split == "seen"),
-               "unseen": summarise(hits, split == "unseen"), "seconds": round(seconds, 1)}
+               "unseen": summarise(hits, split == "unseen"), "seconds": round(seconds, 1),
+               "style_read_by_style": {style: float(hits[prompt_styles == style, 1].mean())
+                                       for style in sorted(set(prompt_styles))},
+               "style_misread_as": {style: int((misread == style).sum()) for style in sorted(set(misread))}}
         if detector:
             row["detected"] = detection_rate(generated)
         base["generated"][str(guidance)] = row
@@ -312,6 +327,12 @@ def format_report(report: dict[str, Any]) -> str:
     rows += [(f"  unseen g={g}", r["unseen"]) for g, r in base["generated"].items() if r["unseen"]]
     for name, row in rows:
         lines.append(f"  {name:<26}" + "".join(f"{row.get(k, float('nan')):>12.3f}" for k in header))
+    for g, row in base["generated"].items():
+        if "style_read_by_style" in row:
+            lines.append(f"  style read by prompted style, g={g}: " + ", ".join(
+                f"{style} {value:.2f}" for style, value in row["style_read_by_style"].items()))
+            lines.append(f"  wrong styles read, g={g}: " + (", ".join(
+                f"{style} {count}" for style, count in row["style_misread_as"].items()) or "none"))
     return "\n".join(lines)
 
 

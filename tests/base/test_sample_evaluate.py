@@ -81,7 +81,26 @@ def test_report_table_shows_every_figure():
                                                "style_read_reconstructed": 0.25}}},
               "base": {"prompts": 4, "unseen_prompts": 1, "ceiling": row | {"detected": 0.5}, "floor": row,
                        "ceiling_gt_keypoints": row, "floor_gt_keypoints": row,
-                       "generated": {"5.0": row | {"seen": row, "unseen": {}}}}}
+                       "generated": {"5.0": row | {"seen": row, "unseen": {}},
+                                     "3.0": row | {"seen": row, "unseen": {},
+                                                   "style_read_by_style": {"none": 0.25, "cartoon": 1.0},
+                                                   "style_misread_as": {"minecraft": 3}}}}}
     text = format_report(report)
     assert "PSNR 27.50 dB mean" in text and "cartoon 20.0 dB (style read 1.00 -> 0.25)" in text
     assert "generated g=5.0" in text and "seen g=5.0" in text and "unseen g=5.0" not in text
+    assert "style read by prompted style, g=3.0: none 0.25, cartoon 1.00" in text
+    assert "wrong styles read, g=3.0: minecraft 3" in text and "g=5.0: " not in text
+
+
+def test_oracle_reads_the_prompted_style_off_ground_truth_renders():
+    from fypbench.base.evaluate import oracle_hits, styles_of
+
+    items = eval_items(6)
+    frames, keypoints = render_items(items)
+    prompts = [item.prompt for item in items]
+    hits, read = oracle_hits(frames, keypoints, prompts, read_styles=True)
+    assert hits.shape == (6, 4) and np.array_equal(hits, oracle_hits(frames, keypoints, prompts))
+    assert list(read) == list(styles_of(prompts)) and hits[:, 1].all()
+    wrong_prompts = [prompts[(i + 1) % 6] for i in range(6)]  # another item's style, where it differs
+    _, read_again = oracle_hits(frames, keypoints, wrong_prompts, read_styles=True)
+    assert list(read_again) == list(read)  # what is read depends on the frame, not the prompt
