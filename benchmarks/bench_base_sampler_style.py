@@ -46,7 +46,8 @@ def main(argv=None) -> int:
                                guidance=guidance, eta=eta)
         hits = evaluate.oracle_hits(images, templates(images), prompts)
         summary = evaluate.summarise(hits)
-        by_style = ", ".join(f"{style} {hits[styles == style, 1].mean():.2f}" for style in sorted(set(styles)))
+        by_style = ", ".join(f"{style} {value:.2f}"
+                             for style, value in evaluate.style_read_by_style(hits, styles).items())
         print(f"steps {steps} guidance {guidance:g} eta {eta:g}: "
               + " ".join(f"{k} {v:.3f}" for k, v in summary.items() if k != "n")
               + f" | style by prompted style: {by_style} ({time.perf_counter() - began:.0f} s)", flush=True)

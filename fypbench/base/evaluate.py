@@ -151,6 +151,11 @@ def styles_of(prompts: Sequence[str]) -> np.ndarray:
     return np.array([parse(prompt).appearance.style or "none" for prompt in prompts])
 
 
+def style_read_by_style(hits: np.ndarray, styles: np.ndarray) -> dict[str, float]:
+    """Per prompted style (`styles_of`), the share of frames whose style the oracle read right."""
+    return {style: float(hits[styles == style, 1].mean()) for style in sorted(set(styles))}
+
+
 def summarise(hits: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
     """Per-field accuracy plus scene+style and character+colour (the subject) both right."""
     if mask is not None:
@@ -291,8 +296,7 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
         misread = read[prompt_styles != read]
         row = {**summarise(hits), "seen": summarise(hits, split == "seen"),
                "unseen": summarise(hits, split == "unseen"), "seconds": round(seconds, 1),
-               "style_read_by_style": {style: float(hits[prompt_styles == style, 1].mean())
-                                       for style in sorted(set(prompt_styles))},
+               "style_read_by_style": style_read_by_style(hits, prompt_styles),
                "style_misread_as": {style: int((misread == style).sum()) for style in sorted(set(misread))}}
         if detector:
             row["detected"] = detection_rate(generated)
