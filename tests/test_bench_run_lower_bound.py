@@ -1,24 +1,14 @@
 """The FLOP counting behind benchmarks/bench_run_lower_bound.py (its bound is only as good as the count)."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_run_lower_bound.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_run_lower_bound", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_scripts import load_benchmark
 
 
 def test_cpu_attention_is_counted_forward_and_backward():
-    load_bench().register_cpu_attention_flops()
+    load_benchmark("bench_run_lower_bound").register_cpu_attention_flops()
     batch, heads, length, dim = 2, 4, 64, 32
     q = torch.randn(batch, heads, length, dim, requires_grad=True)
     with FlopCounterMode(display=False) as counter:
@@ -35,5 +25,5 @@ def test_samples_picked_share_one_source():
     from fypbench.protocol import load_protocol
     from fypbench.runner import source_key
 
-    samples = load_bench().pick_samples(load_protocol("fyp-1024").samples, 3)
+    samples = load_benchmark("bench_run_lower_bound").pick_samples(load_protocol("fyp-1024").samples, 3)
     assert len(samples) == 3 and len({source_key(s) for s in samples}) == 1

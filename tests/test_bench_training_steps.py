@@ -1,18 +1,8 @@
 """benchmarks/bench_training_steps.py loads each export into the method's own generator, next to the shipped one."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training_steps.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_training_steps", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.mark.parametrize("method, shipped", [("followpose-stage1", "followpose"), ("controlnet", "controlnet"),
@@ -20,7 +10,7 @@ def load_bench():
 def test_exports_load_into_the_methods_generator(method, shipped):
     from fypbench.registry import METHODS, WORLDS
 
-    bench, world = load_bench(), WORLDS.load("mini")()
+    bench, world = load_benchmark("bench_training_steps"), WORLDS.load("mini")()
     folder = world.method_weights(shipped)
     default = bench.make_generator(method, world, None, {"unconditional_pose": True})
     export = bench.make_generator(method, world, folder, {"unconditional_pose": False})
@@ -30,7 +20,7 @@ def test_exports_load_into_the_methods_generator(method, shipped):
 
 
 def test_bad_arguments_are_usage_errors(capsys):
-    bench = load_bench()
+    bench = load_benchmark("bench_training_steps")
     for argv in (["--run-dir", "r", "--method", "masactrl", "a=b"], ["--run-dir", "r", "shipped=x"],
                  ["--run-dir", "r", "a=x", "a=y"], ["--run-dir", "r", "nofolder"]):
         with pytest.raises(SystemExit) as exit_info:
