@@ -742,19 +742,15 @@ def train_pose_control(recipe: str, preset: str, output_dir: Path | None, resume
     """
     from fypbench.training.common import (
         TrainingLoop,
-        check_resume_before_setup,
         command_line,
-        default_output_dir,
-        load_config,
         make_accelerator,
         make_logger,
+        recipe_config,
         resolve_path,
         run_record,
     )
 
-    config = load_config(recipe, preset, overrides)
-    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe, preset)
-    check_resume_before_setup(output_dir, config, resume)
+    config, output_dir = recipe_config(recipe, preset, overrides, output_dir, resume)
     accelerator = make_accelerator(config["train"]["mixed_precision"])
     log = make_logger(output_dir, accelerator.is_main_process)
     training = PoseControlTraining.prepare(config, output_dir, accelerator, log, style)

@@ -123,18 +123,22 @@ def read_json_object(path: str | os.PathLike, hint: str = "") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike, busy: str, shared: bool = False) -> Iterator[None]:
-    """Hold an flock on `path` (created if needed) for the block, exclusive or shared; when another process holds
-    it in a conflicting mode, a one-line UserError `busy` at once (never waits). Released when the block ends
-    or the process dies."""
+def file_lock(path: str | os.PathLike, busy: str = "", shared: bool = False, wait: bool = False) -> Iterator[None]:
+    """Hold an flock on `path` (a file, created if needed, or a folder) for the block, exclusive or shared; when
+    another process holds it in a conflicting mode, a one-line UserError `busy` at once, or with `wait`, wait for
+    it. Released when the block ends or the process dies."""
     from fypbench.errors import UserError
 
-    with open(path, "a+") as handle:
+    flags = os.O_RDONLY if Path(path).is_dir() else os.O_RDWR | os.O_CREAT
+    descriptor = os.open(path, flags, 0o666)
+    try:
         try:
-            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise UserError(busy) from None
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import gzip
 import hashlib
 import importlib.resources
@@ -38,6 +37,7 @@ from typing import Any
 import torch
 
 from fypbench.errors import UserError, did_you_mean
+from fypbench.io import file_lock
 from fypbench.seeding import derive_seed
 
 CLIP_VOCAB_SIZE = 49408
@@ -366,7 +366,7 @@ def save_folder_atomic(write: Callable[[Path], Any], path: str | os.PathLike) ->
     folders of an export killed earlier (`.NAME.xxxxxxxx`, `.NAME.old.xxxxxxxx`) are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _folder_lock(path.parent):
+    with file_lock(path.parent, wait=True):
         _remove_stale_staging(path)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
@@ -377,17 +377,6 @@ def save_folder_atomic(write: Callable[[Path], Any], path: str | os.PathLike) ->
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return path
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive flock on a folder itself (waits; released when the block ends or the process dies)."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
 
 
 def _remove_stale_staging(path: Path) -> None:

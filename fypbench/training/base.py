@@ -44,15 +44,13 @@ from fypbench.training.common import (
     TrainingLoop,
     cached_dataset,
     channels_last_layout,
-    check_resume_before_setup,
-    default_output_dir,
     images_to_tensor,
-    load_config,
     make_accelerator,
     make_logger,
     per_sample_randint,
     per_sample_randn,
     per_sample_uniform,
+    recipe_config,
     resolve_path,
     run_record,
 )
@@ -125,9 +123,7 @@ def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
 def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = True,
         overrides: dict[str, Any] | None = None) -> Path:
     """Train (or resume) the base model of `preset`; returns the exported pipeline folder."""
-    config = load_config(RECIPE, preset, overrides)
-    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(RECIPE, preset)
-    check_resume_before_setup(output_dir, config, resume)
+    config, output_dir = recipe_config(RECIPE, preset, overrides, output_dir, resume)
     accelerator = make_accelerator(config["train"]["mixed_precision"])
     log = make_logger(output_dir, accelerator.is_main_process)
     seed = int(config["seed"])

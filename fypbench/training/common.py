@@ -405,6 +405,16 @@ def _check_resumable(path: Path, state: Mapping[str, Any], config: Mapping[str, 
         raise UserError(f"{path}: train.steps {steps} is below the checkpoint's step {taken}; {RESTART_HINT}")
 
 
+def recipe_config(recipe: str, preset: str | os.PathLike, overrides: Mapping[str, Any] | None,
+                  output_dir: str | os.PathLike | None, resume: bool) -> tuple[dict[str, Any], Path]:
+    """A recipe's config and output folder (default runs/train/<recipe>_<preset>), the first thing every recipe
+    does: a checkpoint there that this config cannot resume is refused before the recipe's data setup."""
+    config = load_config(recipe, preset, overrides)
+    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe, str(preset))
+    check_resume_before_setup(output_dir, config, resume)
+    return config, output_dir
+
+
 def check_resume_before_setup(output_dir: Path, config: Mapping[str, Any], resume: bool) -> None:
     """Refuse, before a recipe's data setup (rendering, encoding: minutes), to resume a checkpoint written with
     another config or more steps. Fields a recipe adds during setup (e.g. model.base_version) are compared when

@@ -62,11 +62,9 @@ import torch
 from fypbench.training.common import (
     TrainingLoop,
     cached_dataset,
-    check_resume_before_setup,
-    default_output_dir,
-    load_config,
     make_accelerator,
     make_logger,
+    recipe_config,
     resolve_path,
     run_record,
 )
@@ -286,10 +284,8 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     from fypbench.metrics.clip_metrics import save_local_clip
     from fypbench.metrics.clip_vocab import CompactTokenizer, build_vocab
 
-    config = load_config(RECIPE, preset, overrides)
+    config, output_dir = recipe_config(RECIPE, preset, overrides, output_dir, resume)
     negative_attributes = check_hard_negatives(config.get("loss", {}).get("hard_negatives", []))
-    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(RECIPE, preset)
-    check_resume_before_setup(output_dir, config, resume)
     accelerator = make_accelerator(config["train"]["mixed_precision"])
     log = make_logger(output_dir, accelerator.is_main_process)
     data = config["data"]

@@ -31,13 +31,11 @@ from fypbench.base.components import build_vae, preset_config, save_folder_atomi
 from fypbench.training.common import (
     TrainingLoop,
     cached_dataset,
-    check_resume_before_setup,
-    default_output_dir,
     images_to_tensor,
-    load_config,
     make_accelerator,
     make_logger,
     per_sample_randn,
+    recipe_config,
     resolve_path,
     run_record,
 )
@@ -114,9 +112,7 @@ def crops(images: np.ndarray, side: int, seed: int, positions) -> np.ndarray:
 def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = True,
         overrides: dict[str, Any] | None = None) -> Path:
     """Train (or resume) the VAE of `preset`; returns the exported AutoencoderKL folder."""
-    config = load_config(RECIPE, preset, overrides)
-    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(RECIPE, preset)
-    check_resume_before_setup(output_dir, config, resume)
+    config, output_dir = recipe_config(RECIPE, preset, overrides, output_dir, resume)
     accelerator = make_accelerator(config["train"]["mixed_precision"])
     log = make_logger(output_dir, accelerator.is_main_process)
     seed = int(config["seed"])

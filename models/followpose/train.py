@@ -65,16 +65,14 @@ from fypbench.models.followpose.unet3d import FollowPose, FollowPoseConfig, free
 from fypbench.training.common import (
     TrainingLoop,
     channels_last_layout,
-    check_resume_before_setup,
-    default_output_dir,
     images_to_tensor,
     import_object,
-    load_config,
     make_accelerator,
     make_logger,
     per_sample_randint,
     per_sample_randn,
     per_sample_uniform,
+    recipe_config,
     resolve_path,
     run_record,
 )
@@ -346,10 +344,8 @@ def run(preset: str = "mini", output_dir: Path | None = None, resume: bool = Tru
     if stage not in RECIPES:
         raise UserError(f"followpose --stage {stage!r}: expected 1 or 2")
     recipe = RECIPES[stage]
-    config = load_config(recipe, preset, overrides)
+    config, output_dir = recipe_config(recipe, preset, overrides, output_dir, resume)
     where = f"{recipe} preset {preset}"
-    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(recipe, str(preset))
-    check_resume_before_setup(output_dir, config, resume)
     accelerator = make_accelerator(config["train"]["mixed_precision"])
     log = make_logger(output_dir, accelerator.is_main_process)
     device = accelerator.device
@@ -468,6 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     from fypbench.training.common import recipe_main
 
     recipe_main(run, __doc__, argv, stages=(1, 2))
+
 
 if __name__ == "__main__":
     main()
