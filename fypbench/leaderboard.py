@@ -82,6 +82,24 @@ def produced_by(run: dict[str, Any], run_dir: Path) -> str:
             + (f" --limit {run['limit']}" if run.get("limit") else "") + f" --out {run_dir}`")
 
 
+def method_weights(config: dict[str, Any]) -> str:
+    """The weight identities in a method's recorded config ('base c702..., weights 3eba...'; '' when it has none):
+    which trained weights made a row, so rows made with superseded weights can be told apart."""
+    parts = [f"base {config['base']}"] if isinstance(config.get("base"), str) else []
+    weights = config.get("weights")
+    if isinstance(weights, str):
+        parts.append(f"weights {weights}")
+    elif isinstance(weights, dict):
+        parts += [f"{key} {value}" for key, value in weights.items() if isinstance(value, str)]
+    return ", ".join(parts)
+
+
+def weights_line(run: dict[str, Any]) -> str | None:
+    entries = [(m, method_weights(e.get("config") or {})) for m, e in (run.get("methods") or {}).items()]
+    entries = [(m, w) for m, w in entries if w]
+    return ("Weights: " + "; ".join(f"{m}: {w}" for m, w in entries)) if entries else None
+
+
 def header_lines(results: dict[str, Any], run_dir: Path) -> list[str]:
     run = results["run"]
     env = run.get("environment") or {}
@@ -101,6 +119,7 @@ def header_lines(results: dict[str, Any], run_dir: Path) -> list[str]:
               if run.get("run_config") else []),
             f"Method presets: " + "; ".join(f"{m}: {c.get('config', {}).get('preset', 'default')}"
                                             for m, c in (run.get("methods") or {}).items()),
+            *([line] if (line := weights_line(run)) else []),
             "95 % percentile bootstrap CIs over sample ids "
             f"({results['bootstrap']['replicates']} replicates; PA {results['bootstrap']['pooled_replicates']}, "
             f"seed {results['bootstrap']['seed']})."]
@@ -146,14 +165,28 @@ def to_markdown(results: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The columns after n_expected are provenance, so that a row read on its own still says what made it (git: the
+# revision that generated the method's videos).
+CSV_COLUMNS = ("method", "metric", "value", "ci_low", "ci_high", "n_found", "n_expected",
+               "config_hash", "weights", "world", "protocol", "protocol_hash", "subset", "run_preset", "git")
+
+
 def to_csv(results: dict[str, Any]) -> str:
+    """One row per (method, metric); the provenance columns repeat the run's settings on every row."""
+    run = results["run"]
+    methods = run.get("methods") or {}
+    shared = [run.get("world"), run.get("protocol"), str(run.get("protocol_hash") or "")[:16], run.get("subset") or "",
+              (run.get("preset") or {}).get("name", "default")]
+    git = (run.get("environment") or {}).get("git", "unknown")
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["method", "metric", "value", "ci_low", "ci_high", "n_found", "n_expected"])
+    writer.writerow(CSV_COLUMNS)
     for method, metrics in results["table"].items():
+        entry_run = methods.get(method) or {}
+        own = [entry_run.get("config_hash", ""), method_weights(entry_run.get("config") or {})]
         for name, entry in metrics.items():
             writer.writerow([method, name, entry["value"], entry["ci_low"], entry["ci_high"], entry["n_found"],
-                             entry["n_expected"]])
+                             entry["n_expected"], *own, *shared, entry_run.get("git") or git])
     return out.getvalue()
 
 

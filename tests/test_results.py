@@ -138,3 +138,32 @@ def test_contact_sheet_shows_every_method_on_the_same_samples(scored_run, monkey
     rows = {m: i for i, m in enumerate(json.loads((run_dir / "results.json").read_text())["table"])}
     y = (1 + rows["flicker"]) * size  # first sample: the pose row, then the methods in table order
     assert np.array_equal(sheet[y:y + size:2, 150 + size:150 + 2 * size:2], first[1])
+
+
+def test_tables_name_each_methods_weights_and_csv_rows_carry_provenance():
+    import csv
+    import io
+    from pathlib import Path
+
+    from fypbench.leaderboard import CSV_COLUMNS, header_lines, method_weights, to_csv
+
+    assert method_weights({"base": "b1", "weights": "w1"}) == "base b1, weights w1"
+    assert method_weights({"base": "b1", "weights": {"deltas": "d1", "trained_stages": [1, 2]}}) == "base b1, deltas d1"
+    assert method_weights({"size": 64}) == ""
+    entry = {"value": 1.0, "ci_low": 0.5, "ci_high": 1.5, "n_found": 2, "n_expected": 2}
+    results = {"run": {"world": "mini", "protocol": "fyp-1024", "protocol_hash": "p" * 64, "subset": "dev128",
+                       "preset": {"name": "fast"}, "environment": {"git": "now"},
+                       "methods": {"controlnet": {"config": {"base": "b1", "weights": "w1"}, "config_hash": "c1",
+                                                  "git": "then"},
+                                   "reference": {"config": {"size": 64}, "config_hash": "r1"}}},
+               "table": {"controlnet": {"pa": entry}, "reference": {"pa": entry}},
+               "n_samples": 2, "bootstrap": {"replicates": 10, "pooled_replicates": 10, "seed": 0}}
+    rows = list(csv.DictReader(io.StringIO(to_csv(results))))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert rows[0] | {"value": "1.0"} == {"method": "controlnet", "metric": "pa", "value": "1.0", "ci_low": "0.5",
+                                          "ci_high": "1.5", "n_found": "2", "n_expected": "2", "config_hash": "c1",
+                                          "weights": "base b1, weights w1", "world": "mini", "protocol": "fyp-1024",
+                                          "protocol_hash": "p" * 16, "subset": "dev128", "run_preset": "fast",
+                                          "git": "then"}
+    assert (rows[1]["weights"], rows[1]["git"]) == ("", "now")  # no weights; videos made at the run's revision
+    assert "Weights: controlnet: base b1, weights w1" in header_lines(results, Path("runs/x"))
