@@ -1,7 +1,7 @@
 """Training speed of the mini base model: VAE and UNet step times (fp32 vs bf16 autocast), projected and actual
 wall time of `fypbench train vae` (presets mini, mini_decoder) + `fypbench train base` (mini).
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_base_training.py [--repeats 6] [--runs runs/train]
+    OMP_NUM_THREADS=2 python benchmarks/bench_base_training.py [--repeats 6] [--runs runs/train] [--compile]
 
 Steps run on real renders of the training stream (flat-shaded images make denormal floats; the recipes flush
 them, as measured here). Each figure is the median of `--repeats` steps after one warm-up step (wall clock,
@@ -63,7 +63,7 @@ def vae_step_factory(images: np.ndarray, bf16: bool, decoder_only: bool = False)
     return step
 
 
-def base_step_factory(batch: int, bf16: bool, train_text_encoder: bool):
+def base_step_factory(batch: int, bf16: bool, train_text_encoder: bool, compiled: bool = False):
     config = load_config("base", "mini")
     parts = preset_config(config["model"]["preset"])
     unet, text_encoder = build_unet(parts["unet"]), build_text_encoder(parts["text_encoder"])
@@ -75,12 +75,13 @@ def base_step_factory(batch: int, bf16: bool, train_text_encoder: bool):
     latents = torch.randn(batch, 4, size, size, generator=generator)
     ids = torch.randint(0, 49408, (batch, 77), generator=generator)
     timesteps = torch.randint(0, 1000, (batch,), generator=generator)
+    forward = torch.compile(unet) if compiled else unet  # inductor (C++ on CPU); compiled at the first step
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             with torch.set_grad_enabled(train_text_encoder):
                 context = text_encoder(ids)[0]
-            prediction = unet(latents, timesteps, context).sample.float()
+            prediction = forward(latents, timesteps, context).sample.float()
         loss = (prediction - latents).pow(2).mean()
         loss.backward()
         optimizer.step()
@@ -109,6 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--runs", type=Path, default=Path("runs/train"))
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the base step with torch.compile(unet) (fp32; the first step compiles: minutes)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     vae_config, base_config = load_config("vae", "mini"), load_config("base", "mini")
@@ -139,6 +142,16 @@ def main() -> None:
             timings[key] = median_step_time(base_step_factory(base_batch, bf16, train_text), args.repeats)
             print(f"base step, batch {base_batch}, {label}, text encoder "
                   f"{'trained' if train_text else 'frozen'}: {timings[key]:.3f} s")
+
+    if args.compile:
+        step = base_step_factory(base_batch, False, True, compiled=True)
+        start = time.perf_counter()
+        step()
+        first = time.perf_counter() - start
+        timings["base_fp32_text_compiled"] = median_step_time(step, args.repeats)
+        print(f"base step, batch {base_batch}, fp32, text encoder trained, torch.compile(unet): "
+              f"{timings['base_fp32_text_compiled']:.3f} s (first step, compiling: {first:.0f} s); "
+              f"eager / compiled = {timings['base_fp32_text'] / timings['base_fp32_text_compiled']:.2f}")
 
     vae_key = f"vae_{'bf16' if vae_config['train']['mixed_precision'] == 'bf16' else 'fp32'}"
     base_key = (f"base_{'bf16' if base_config['train']['mixed_precision'] == 'bf16' else 'fp32'}_"
