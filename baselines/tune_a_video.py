@@ -644,8 +644,9 @@ class TuneAVideoGenerator(Generator):
         else:
             self.prepare_source(source)
             mean, _ = self.encode_video(source.frames)
+            # contiguous like the cached copy: sampling from a strided start differed from a cache hit by 1/255
             latents = ddim_invert(self.model, mean, self.encode_text([""]), self.ddim_scheduler(),
-                                  self.inversion_steps)
+                                  self.inversion_steps).contiguous()
             if self.use_cache and self.tuning.steps > 0 and self._entry(source.key).is_dir():
                 with atomic_path(path) as tmp:
                     save_file({"latents": latents.detach().to("cpu").contiguous()}, str(tmp))
