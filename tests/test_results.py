@@ -160,10 +160,9 @@ def test_tables_name_each_methods_weights_and_csv_rows_carry_provenance():
                "n_samples": 2, "bootstrap": {"replicates": 10, "pooled_replicates": 10, "seed": 0}}
     rows = list(csv.DictReader(io.StringIO(to_csv(results))))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert rows[0] | {"value": "1.0"} == {"method": "controlnet", "metric": "pa", "value": "1.0", "ci_low": "0.5",
-                                          "ci_high": "1.5", "n_found": "2", "n_expected": "2", "config_hash": "c1",
-                                          "weights": "base b1, weights w1", "world": "mini", "protocol": "fyp-1024",
-                                          "protocol_hash": "p" * 16, "subset": "dev128", "run_preset": "fast",
-                                          "git": "then"}
+    assert rows[0] == {"method": "controlnet", "metric": "pa", "value": "1.0", "ci_low": "0.5", "ci_high": "1.5",
+                       "n_found": "2", "n_expected": "2", "config_hash": "c1", "weights": "base b1, weights w1",
+                       "world": "mini", "protocol": "fyp-1024", "protocol_hash": "p" * 16, "subset": "dev128",
+                       "run_preset": "fast", "git": "then"}
     assert (rows[1]["weights"], rows[1]["git"]) == ("", "now")  # no weights; videos made at the run's revision
     assert "Weights: controlnet: base b1, weights w1" in header_lines(results, Path("runs/x"))
