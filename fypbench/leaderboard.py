@@ -230,9 +230,12 @@ def gallery_samples(run_dir: Path, methods: list[str], limit: int = GALLERY_SAMP
 
 
 def to_html(results: dict[str, Any], run_dir: Path, folder: Path) -> str:
-    """index.html: header, leaderboard, paired differences and a gallery (pose skeleton beside every method)."""
+    """index.html: header, leaderboard, paired differences and a gallery (pose skeleton beside every method).
+    Inside the run directory the gallery links the run's GIF previews; a report folder elsewhere (e.g. under
+    results/) gets copies in gallery/, so that it stands on its own."""
     import html
     import os
+    import shutil
 
     from fypbench.media import upscale, write_gif
     from fypbench.scoring import load_run_samples
@@ -256,6 +259,7 @@ def to_html(results: dict[str, Any], run_dir: Path, folder: Path) -> str:
         parts.append(_html_table(["method"] + [label for _, label, _ in COLUMNS], rows))
     samples = {s.id: s for s in load_run_samples(run_dir)}
     chosen = gallery_samples(run_dir, methods)
+    inside_run = folder.resolve().is_relative_to(run_dir.resolve())
     if chosen:
         parts.append("<h2>Gallery (same samples, same seeds, every method)</h2><table class='gallery'><tr><th>sample</th>"
                      "<th>pose</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in methods) + "</tr>")
@@ -265,7 +269,13 @@ def to_html(results: dict[str, Any], run_dir: Path, folder: Path) -> str:
             write_gif(skeleton, upscale(draw_keypose_video(sample.keypoints, 64), 2))
             cells = [f"<td><img alt='pose {sid}' src='skeletons/{sid}.gif'></td>"]
             for m in methods:
-                rel = os.path.relpath(run_dir / "videos" / m / f"{sid}.gif", folder)
+                preview = run_dir / "videos" / m / f"{sid}.gif"
+                if not inside_run:
+                    copy = folder / "gallery" / m / f"{sid}.gif"
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(preview, copy)
+                    preview = copy
+                rel = os.path.relpath(preview, folder)
                 cells.append(f"<td><img alt='{html.escape(m)} {sid}' src='{html.escape(rel)}'></td>")
             parts.append(f"<tr><td title='{html.escape(sample.prompt)}'>{sid}<br><small>"
                          f"{html.escape(sample.prompt)}</small></td>" + "".join(cells) + "</tr>")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
                                 reason="Debian's chromium is not installed (scripts/test.sh installs it as root)")
 
 
-def _report(run_dir, metrics, monkeypatch):
+def _report(run_dir, metrics, monkeypatch, out=None):
     import fypbench.results as results_module
     from fypbench.media import write_gif
     from tests.metrics.helpers import frames_with_codes
@@ -34,7 +34,7 @@ def _report(run_dir, metrics, monkeypatch):
     monkeypatch.setattr(results_module, "build_results",
                         lambda run_dir, **kw: build_results(run_dir, metrics=metrics, replicates=100))
     write_results(run_dir)
-    return write_leaderboard(run_dir, "html")[0]
+    return write_leaderboard(run_dir, "html", out=out)[0]
 
 
 def _chromium(tmp_path, *args):
@@ -60,3 +60,12 @@ def test_a_missing_preview_is_reported(scored_run, tmp_path, monkeypatch):  # no
     (run_dir / "videos" / "steady" / "x1.gif").unlink()
     dom = _chromium(tmp_path, "--dump-dom", index.as_uri()).stdout
     assert "(1 missing images)" in dom
+
+
+def test_a_report_outside_the_run_directory_stands_on_its_own(scored_run, tmp_path, monkeypatch):  # noqa: F811
+    run_dir, metrics = scored_run
+    index = _report(run_dir, metrics, monkeypatch, out=tmp_path / "results" / "mini")
+    shutil.rmtree(run_dir / "videos")  # the committed copy must not need the run's previews
+    dom = _chromium(tmp_path, "--dump-dom", index.as_uri()).stdout
+    assert re.search(r"<title>fypbench report \(0 missing images\)</title>", dom), dom[:500]
+    assert dom.count("<img") == 2 * 4 and "gallery/steady/x1.gif" in dom
