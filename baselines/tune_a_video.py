@@ -649,7 +649,7 @@ class TuneAVideoGenerator(Generator):
                                   self.inversion_steps).contiguous()
             if self.use_cache and self.tuning.steps > 0 and self._entry(source.key).is_dir():
                 with atomic_path(path) as tmp:
-                    save_file({"latents": latents.detach().to("cpu").contiguous()}, str(tmp))
+                    save_file({"latents": latents.detach().to("cpu")}, str(tmp))
         self._inverted[memo] = latents
         return latents
 
