@@ -234,11 +234,12 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
              log: Callable[[str], None] = print) -> dict[str, Any]:
     from fypbench.base.components import load_base
     from fypbench.base.sample import sample_images
+    from fypbench.world.mini.oracle import ORACLE_VERSION
 
     began = time.perf_counter()
     components = load_base(weights, device="cuda" if torch.cuda.is_available() else "cpu")
     manifest_path = Path(weights) / "manifest.json"
-    report: dict[str, Any] = {"weights": str(weights), "steps": steps,
+    report: dict[str, Any] = {"weights": str(weights), "steps": steps, "oracle_version": ORACLE_VERSION,
                               "version": json.loads(manifest_path.read_text()).get("version")
                               if manifest_path.exists() else None}
 
@@ -309,7 +310,8 @@ def evaluate(weights: Path, prompts: int = 256, vae_renders: int = 512, steps: i
 
 def format_report(report: dict[str, Any]) -> str:
     vae, base = report["vae"], report["base"]
-    lines = [f"weights {report['weights']} (version {report['version']}), {report['seconds']} s",
+    lines = [f"weights {report['weights']} (version {report['version']}), attribute oracle version "
+             f"{report.get('oracle_version')}, {report['seconds']} s",
              f"VAE on {vae['renders']} held-out renders: PSNR {vae['psnr_mean_db']:.2f} dB mean, "
              f"{vae['psnr_median_db']:.2f} median, {vae['psnr_of_mean_mse_db']:.2f} of the mean MSE "
              f"(target >= {PSNR_TARGET_DB})",

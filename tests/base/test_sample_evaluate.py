@@ -74,7 +74,7 @@ def test_report_table_shows_every_figure():
     from fypbench.base.evaluate import FIELDS, format_report
 
     row = {name: 0.5 for name in (*FIELDS, "scene+style", "character+colour")} | {"n": 4}
-    report = {"weights": "w", "version": "v1", "seconds": 1.0, "steps": 25,
+    report = {"weights": "w", "version": "v1", "seconds": 1.0, "steps": 25, "oracle_version": 2,
               "vae": {"renders": 4, "psnr_mean_db": 27.5, "psnr_median_db": 28.0, "psnr_of_mean_mse_db": 26.0,
                       "oracle_raw": row, "oracle_reconstructed": row, "oracle_ratio": row,
                       "by_style": {"cartoon": {"psnr_db": 20.0, "style_read_raw": 1.0,
@@ -86,6 +86,7 @@ def test_report_table_shows_every_figure():
                                                    "style_read_by_style": {"none": 0.25, "cartoon": 1.0},
                                                    "style_misread_as": {"minecraft": 3}}}}}
     text = format_report(report)
+    assert "attribute oracle version 2" in text
     assert "PSNR 27.50 dB mean" in text and "cartoon 20.0 dB (style read 1.00 -> 0.25)" in text
     assert "generated g=5.0" in text and "seen g=5.0" in text and "unseen g=5.0" not in text
     assert "style read by prompted style, g=3.0: none 0.25, cartoon 1.00" in text

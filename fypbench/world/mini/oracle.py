@@ -14,7 +14,10 @@ prompt with the renderer's own vocabulary, given the frame's (conditioning) COCO
   with each pixel's share capped at BACKGROUND_CAP. Matching styled references measures every style cue at
   once: grayscale, 4-px/2-px blocks (minecraft/pixel art), quantised levels and black edges (cartoon), the warm
   shift (sunset), swirl and saturation (van gogh) and smoothing (watercolor), and tells a warm scene from a
-  sunset.
+  sunset. One cue is also checked on its own: a minecraft frame is flat inside its 4x4-px blocks, so a frame
+  with more than MINECRAFT_MAX_WITHIN_BLOCK_SHARE of its variance inside those blocks is not read as minecraft.
+  Without it, a frame that lacks fine detail (a blurred render, a generated frame without stars or fence
+  edges) matches the block-averaged minecraft reference best, although it has no blocks at all.
 - Character and colour, jointly over the 49 subjects (13 characters; the 4 recolourable ones also in each of
   9 colours): colours are sampled at pixels placed by the keypoints (PROBES): the torso quad (shirt) and the
   belt (trousers), scored with one shared shading factor because the renderer draws them as one part (this
@@ -53,9 +56,12 @@ from PIL import Image, ImageDraw
 
 from fypbench.world.mini.appearance import CHARACTERS, COLOURS, PALETTE_SLOTS, RECOLOURABLE, SCENES, STYLES, Appearance
 from fypbench.world.mini.grammar import parse
-from fypbench.world.mini.scene import apply_style, paint_scene
+from fypbench.world.mini.scene import MINECRAFT_BLOCKS, apply_style, paint_scene
 
 FIELDS = ("character", "colour", "scene", "style")
+# Bumped whenever a reading can change; recorded with every figure the oracle produces.
+# 2: a frame not flat inside 4x4-px blocks is not read as minecraft (MINECRAFT_MAX_WITHIN_BLOCK_SHARE).
+ORACLE_VERSION = 2
 
 # COCO-17 indices
 NOSE, LEFT_EYE, RIGHT_EYE, LEFT_EAR, RIGHT_EAR = 0, 1, 2, 3, 4
@@ -85,6 +91,10 @@ MAX_BACKGROUND_CANDIDATES = 6
 REFERENCE_SEEDS = 5
 CANDIDATE_NATS = 12.0  # backgrounds whose energy is within this of the best compete jointly with the figure
 MIN_BACKGROUND_PIXELS = 64
+# A minecraft frame's share of variance inside its blocks: 0 for a render, <= 0.06 for the shipped VAE's
+# reconstructions of 71 minecraft renders; 0.05-0.82 for renders in the other styles (0.05: watercolor). The
+# gate only removes the minecraft reading from frames clearly not blocky; below it the references decide.
+MINECRAFT_MAX_WITHIN_BLOCK_SHARE = 0.10
 # The renderer shades parts by depth (x0.85 to x1.15); van gogh modulates brightness by a further +-12 %,
 # minecraft shades blocks by -5 % to +2 %.
 SHADING_FACTORS = tuple(round(0.8 + 0.025 * i, 3) for i in range(18))  # 0.8 ... 1.225
@@ -374,6 +384,17 @@ def _background_scores(frame: np.ndarray, figure: np.ndarray) -> np.ndarray:
     return np.minimum(distances, BACKGROUND_CAP).mean(axis=1)
 
 
+def within_block_variance_share(frame: np.ndarray, block: int) -> float:
+    """Share of a frame's pixel variance (channels pooled) inside the aligned block x block cells: 0 for a
+    pixelated frame, ~1 - 1/block**2 for noise. Rows and columns beyond the last whole block are left out."""
+    rows, cols = frame.shape[0] // block * block, frame.shape[1] // block * block
+    pixels = frame[:rows, :cols].astype(np.float64)
+    cells = pixels.reshape(rows // block, block, cols // block, block, -1)
+    within = float(((cells - cells.mean(axis=(1, 3), keepdims=True)) ** 2).mean())
+    total = float(pixels.var(axis=(0, 1)).mean())
+    return within / total if total > 1e-9 else 0.0
+
+
 def _pixel_indices(xys: list[np.ndarray], size: int) -> np.ndarray:
     """(N, 2) distinct (row, column) indices of the positions inside the frame, in first-seen order."""
     if not xys:
@@ -488,6 +509,9 @@ def measure_attributes(frame: np.ndarray, keypoints: np.ndarray) -> MeasuredAttr
     figure = _figure_mask(points, scale, size)
 
     background_scores = _background_scores(frame, figure)
+    block = max(1, round(size / MINECRAFT_BLOCKS))
+    if within_block_variance_share(frame, block) > MINECRAFT_MAX_WITHIN_BLOCK_SHARE:
+        background_scores[[style == "minecraft" for _, style in BACKGROUNDS]] = np.inf
     order = np.argsort(background_scores, kind="stable")
     best = float(background_scores[order[0]])
     temperature = max(BACKGROUND_TEMPERATURE_FLOOR, BACKGROUND_TEMPERATURE_SHARE * best)

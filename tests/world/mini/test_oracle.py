@@ -74,6 +74,33 @@ def test_a_perturbed_render_is_read_as_what_it_shows(rendered, measured_field, e
         assert accuracy[field] == (0.0 if field in changed else 1.0), (field, accuracy)
 
 
+def test_within_block_variance_share():
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    pixelated = np.repeat(np.repeat(blocks, 4, axis=0), 4, axis=1)
+    assert oracle.within_block_variance_share(pixelated, 4) == 0.0
+    noise = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    assert oracle.within_block_variance_share(noise, 4) == pytest.approx(15 / 16, abs=0.03)
+    assert oracle.within_block_variance_share(np.full((64, 64, 3), 7, np.uint8), 4) == 0.0
+    minecraft = _video(Appearance("man", "red", "in the park", "minecraft")).frames[0]
+    assert oracle.within_block_variance_share(minecraft, 4) == 0.0
+
+
+@pytest.mark.parametrize("index", [3, 79, 115])
+def test_a_blurred_render_is_not_read_as_minecraft(index, monkeypatch):
+    """A render that lost its fine detail (Gaussian blur, radius 1.2 px) matches the block-averaged minecraft
+    reference best; it has no blocks, so the oracle reads the style it was rendered in."""
+    from PIL import Image, ImageFilter
+
+    frame, keypoints, prompt = oracle.validation_render(index)
+    blurred = np.asarray(Image.fromarray(frame).filter(ImageFilter.GaussianBlur(1.2)))
+    expected = oracle.expected_attributes(prompt).style
+    assert expected in ("van gogh style", "cartoon")
+    assert oracle.measure_attributes(blurred, keypoints).style == expected
+    monkeypatch.setattr(oracle, "MINECRAFT_MAX_WITHIN_BLOCK_SHARE", np.inf)  # without the block check
+    assert oracle.measure_attributes(blurred, keypoints).style == "minecraft"
+
+
 def test_confidences_and_posteriors():
     video = _video(Appearance("spider man", None, "on the moon", "van gogh style"))
     measured = oracle.measure_attributes(video.frames[0], video.keypoints[0])
