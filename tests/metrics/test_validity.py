@@ -81,6 +81,19 @@ def test_align_pose_moves_the_other_pose_onto_the_true_box():
     assert ratio[0] == pytest.approx(ratio[1], rel=1e-4)
 
 
+def test_keypoint_smoothness_prefers_the_true_order_of_a_steady_motion():
+    from fypbench.metrics.validity import keypoint_smoothness
+
+    base = np.concatenate([np.random.default_rng(2).uniform(0.3, 0.7, (17, 2)), np.ones((17, 1))], axis=1)
+    video = np.stack([base + np.array([0.02 * t, 0.0, 0.0]) for t in range(8)])  # a steady drift to the right
+    height = np.ptp(base[:, 1])
+    assert keypoint_smoothness(video) == pytest.approx(-0.02 / height)
+    assert keypoint_smoothness(video[shuffled_order(8, "s00p00")]) < keypoint_smoothness(video)
+    assert keypoint_smoothness(np.stack([base, base])) == 0.0
+    with pytest.raises(ValueError, match="F >= 2"):
+        keypoint_smoothness(video[:1])
+
+
 def test_sampling_and_shuffling_are_deterministic():
     assert evenly_spaced(256, 1024)[:3] == [0, 4, 8] and len(evenly_spaced(256, 1024)) == 256
     assert evenly_spaced(9, 9) == list(range(9))
@@ -112,3 +125,7 @@ def test_controls_and_report_on_a_tiny_study(tiny_clip_dir):
     report = render_report(study, samples, {"command": "`test`", "git": "abc"})
     assert report.startswith("# Metric validity") and "- command: `test`" in report
     assert "## AUC per tag: camera" in report and "| upright |" in report
+    reference = by_name["Reference, exact keypoints: frames shuffled"]
+    assert reference.reference and reference.stats(every)["n_videos"] == len(samples)
+    assert "| Reference, exact keypoints: frames shuffled |" in report and "(reference) |" in report
+    assert "AUC, found in every frame (videos)" in report
