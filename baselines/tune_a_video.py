@@ -66,6 +66,8 @@ METHOD_NAME = "tune-a-video"
 TRAINABLE_MODULES = ("attn1.to_q", "attn2.to_q", "attn_temp")
 TAV_INFLATION = InflationOptions(conv_temporal=False, zero_init_temporal_out=True)
 SD_TRAINABLE_PARAMETERS = 74_354_880  # baselines.md §3: attn1.to_q + attn2.to_q + attn_temp of SD 1.x
+# Part of every tuning key: bump it whenever a change to the tuning or inversion code would change what a
+# cached tuning holds, so that tunings made by the former code are not reused (the key holds no git revision).
 CACHE_FORMAT = 1
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"

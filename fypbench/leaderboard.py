@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fypbench.errors import UserError
-from fypbench.io import write_text_atomic
+from fypbench.io import atomic_path, write_text_atomic
 
 REPORT_DIR = "report"  # a run's default leaderboard folder
 FORMATS = ("md", "csv", "tex", "html", "png")
@@ -278,7 +278,8 @@ def to_html(results: dict[str, Any], run_dir: Path, folder: Path) -> str:
                 if not inside_run:
                     copy = folder / "gallery" / m / f"{sid}.gif"
                     copy.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(preview, copy)
+                    with atomic_path(copy) as tmp:
+                        shutil.copyfile(preview, tmp)
                     preview = copy
                 rel = os.path.relpath(preview, folder)
                 cells.append(f"<td><img alt='{html.escape(m)} {sid}' src='{html.escape(rel)}'></td>")

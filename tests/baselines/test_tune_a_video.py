@@ -129,6 +129,17 @@ def test_samples_sharing_a_source_share_one_tuning_and_batches_are_independent(c
     assert np.abs(videos[0].astype(int) - videos[2].astype(int)).max() > 0  # prompts matter
 
 
+def test_the_tuning_key_holds_the_cache_format(components, tmp_path, monkeypatch):
+    import fypbench.baselines.tune_a_video as tav
+
+    generator = make_generator(components, tmp_path)
+    sample = make_sample("a", "A hulk is walking on the moon", seed=7)
+    key = generator.source_video_of(sample).key
+    assert generator.source_video_of(make_sample("z", "A hulk is walking on the moon", seed=99)).key == key
+    monkeypatch.setattr(tav, "CACHE_FORMAT", tav.CACHE_FORMAT + 1)  # what a change to the tuning code bumps
+    assert generator.source_video_of(sample).key != key
+
+
 def test_seeds_enter_only_without_inversion(components, tmp_path):
     one = make_sample("a", "A hulk is walking on the moon", seed=1)
     two = make_sample("b", "A hulk is walking on the moon", seed=2)
