@@ -32,6 +32,7 @@ skipped) loads as the inflated model without temporal modules.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -337,7 +338,8 @@ class FollowPoseGenerator(Generator):
                  preset: str = "mini", num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str = "", batch_size: int | None = None, size: int | None = None,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                 noise_mode: str = "independent", unconditional_pose: bool = True) -> None:
+                 noise_mode: str = "independent", unconditional_pose: bool = True,
+                 conditioning_scale: float = 1.0) -> None:
         from fypbench.base.components import load_base
 
         if preset not in PRESETS:
@@ -363,6 +365,10 @@ class FollowPoseGenerator(Generator):
         if not isinstance(unconditional_pose, bool):
             raise UserError(f"{self.name}: unconditional_pose must be true or false, got {unconditional_pose!r}")
         self.unconditional_pose = unconditional_pose
+        if isinstance(conditioning_scale, bool) or not isinstance(conditioning_scale, (int, float)) \
+                or not math.isfinite(conditioning_scale) or conditioning_scale < 0:
+            raise UserError(f"{self.name}: conditioning_scale must be a finite number >= 0, got {conditioning_scale!r}")
+        self.conditioning_scale = float(conditioning_scale)
         if self.num_inference_steps < 1 or self.batch_size < 1:
             raise UserError(f"{self.name}: num_inference_steps and batch_size must be >= 1")
         self.dtype = _dtype(dtype)
@@ -495,6 +501,8 @@ class FollowPoseGenerator(Generator):
             "sampler": "DDIM eta 0, classifier-free guidance with pose in "
                        + ("both branches" if self.unconditional_pose else "the text branch only (pose guidance)"),
             "pose_map": "draw_keypose_video (COCO-17 keypose)",
+            # only when it departs from 1, so that every config hash recorded before the option existed holds
+            **({"conditioning_scale": self.conditioning_scale} if self.conditioning_scale != 1.0 else {}),
         }
 
     def pose_video(self, sample: Sample) -> np.ndarray:
@@ -517,7 +525,8 @@ class FollowPoseGenerator(Generator):
                                guidance_scale=self.guidance_scale, negative_prompt=self.negative_prompt,
                                batch_size=self.batch_size, per_frame=self.per_frame,
                                shared_noise=self.noise_mode == "shared", inject_pose=self.inject_pose,
-                               unconditional_pose=self.unconditional_pose)
+                               unconditional_pose=self.unconditional_pose,
+                               conditioning_scale=self.conditioning_scale)
 
 
 class FollowPoseStage1Generator(FollowPoseGenerator):

@@ -21,6 +21,9 @@ Options beyond the official sampler (used by the stage-1-only comparison and the
   model without pose; concat: zeros concatenated), e.g. the base model without pose.
 - `unconditional_pose=False`: the unconditional CFG branch gets zero pose features (nothing injected), so the
   guidance term amplifies the pose together with the text ("pose guidance"; official: pose in both branches).
+- `conditioning_scale`: the pose features are multiplied by it before injection (official: 1), as diffusers'
+  adapter/ControlNet pipelines scale their residuals (`adapter_conditioning_scale`,
+  `controlnet_conditioning_scale`) and as the T2I-Adapter and ControlNet generators here do.
 """
 
 from __future__ import annotations
@@ -101,12 +104,13 @@ def generate_videos(unet3d: FollowPoseUNet3D, pose_encoder: PoseEncoder, vae, te
                     seeds: Sequence[int], *, num_inference_steps: int = DEFAULT_STEPS,
                     guidance_scale: float = DEFAULT_GUIDANCE, negative_prompt: str = "", batch_size: int = 4,
                     decode_batch_size: int = 16, per_frame: bool = False, shared_noise: bool = False,
-                    inject_pose: bool = True, unconditional_pose: bool = True) -> list[np.ndarray]:
+                    inject_pose: bool = True, unconditional_pose: bool = True,
+                    conditioning_scale: float = 1.0) -> list[np.ndarray]:
     """One uint8 (F, H, W, 3) video per (prompt, pose video, seed), in order.
 
     pose_videos: uint8 (F, H, W, 3) skeleton maps; H and W must be multiples of the UNet's and the pose
     encoder's spatial factors. guidance_scale <= 1 runs the text branch only (no CFG). `per_frame`,
-    `shared_noise`, `inject_pose` and `unconditional_pose`: see the module docstring.
+    `shared_noise`, `inject_pose`, `unconditional_pose` and `conditioning_scale`: see the module docstring.
     """
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     pose_videos = [np.asarray(v) for v in pose_videos]
@@ -137,6 +141,8 @@ def generate_videos(unet3d: FollowPoseUNet3D, pose_encoder: PoseEncoder, vae, te
         latents = noise.to(device=device, dtype=dtype).contiguous() * scheduler.init_noise_sigma
 
         features = pose_encoder(pose) if inject_pose else None
+        if features is not None and conditioning_scale != 1.0:
+            features = [feature * conditioning_scale for feature in features]
         text = encode_prompts(text_encoder, tokenizer, [prompts[i] for i in group], device, dtype)
         if use_cfg:
             uncond = encode_prompts(text_encoder, tokenizer, [negative_prompt] * len(group), device, dtype)

@@ -131,6 +131,14 @@ def test_stage1_generator_samples_every_frame_independently(world, samples, vide
     assert "text branch only" in guided.config()["sampler"] and guided.config_hash() != video_model.config_hash()
     with pytest.raises(UserError, match="unconditional_pose must be true or false"):
         FollowPoseGenerator.from_world(world, unconditional_pose="false", **OPTIONS)
+    scaled = FollowPoseGenerator.from_world(world, conditioning_scale=2.0, **OPTIONS)
+    assert scaled.config()["conditioning_scale"] == 2.0 and "conditioning_scale" not in video_model.config()
+    assert scaled.config_hash() != video_model.config_hash()
+    assert FollowPoseGenerator.from_world(world, conditioning_scale=1, **OPTIONS).config_hash() == \
+        video_model.config_hash()  # the default leaves every recorded config hash as it was
+    for bad in (-1.0, float("nan"), "2", True):
+        with pytest.raises(UserError, match="conditioning_scale must be a finite number"):
+            FollowPoseGenerator.from_world(world, conditioning_scale=bad, **OPTIONS)
 
 
 def test_per_frame_rows_are_identified_by_the_tensors_they_load(world, tmp_path):

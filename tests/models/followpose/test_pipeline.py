@@ -110,3 +110,23 @@ def test_pose_guidance_zeroes_the_unconditional_halfs_pose_only(parts):
     no_cfg = dict(guidance_scale=1.0)
     assert np.array_equal(run(parts, ["a man"], [pose_video(6)], [7], unconditional_pose=False, **no_cfg)[0],
                           run(parts, ["a man"], [pose_video(6)], [7], **no_cfg)[0])
+
+
+def test_conditioning_scale_multiplies_the_injected_pose_features(parts):
+    _, model = parts
+    calls = []
+    hook = model.unet.register_forward_pre_hook(lambda m, args: calls.append(args[3]))
+    try:
+        run(parts, ["a man"], [pose_video(6)], [7])
+        run(parts, ["a man"], [pose_video(6)], [7], conditioning_scale=2.5)
+    finally:
+        hook.remove()
+    half = len(calls) // 2
+    for plain, scaled in zip(calls[:half], calls[half:]):
+        for a, b in zip(plain, scaled):
+            assert torch.allclose(b, 2.5 * a) and a.abs().sum() > 0
+    assert np.array_equal(run(parts, ["a man"], [pose_video(6)], [7], conditioning_scale=1.0)[0],
+                          run(parts, ["a man"], [pose_video(6)], [7])[0])
+    # scale 0 injects zeros: residual injection adds nothing, i.e. the model without pose
+    assert np.array_equal(run(parts, ["a man"], [pose_video(6)], [7], conditioning_scale=0.0)[0],
+                          run(parts, ["a man"], [pose_video(6)], [7], inject_pose=False)[0])
