@@ -335,12 +335,15 @@ def validate_metrics(
     samples: Annotated[int, typer.Option(min=16, help="fyp-1024 samples rendered as ground truth")] = 256,
     out: Annotated[Path, typer.Option(help="markdown report")] = Path("results/mini/metric_validity.md"),
     pose_processes: Annotated[int, typer.Option(min=1, help="MediaPipe detector processes")] = 1,
+    clip_weights: Annotated[Path | None, typer.Option(help="evaluator CLIP folder to validate (default: the "
+                                                           "shipped one)")] = None,
 ) -> None:
     """Show that each metric separates right from wrong (AUC of true vs control videos/prompts/poses)."""
     from fypbench.metrics.validity import validate_metrics as run_validation
 
     check_output_file(out, (".md",))
-    run_validation(world=world, num_samples=samples, out=out, pose_processes=pose_processes)
+    run_validation(world=world, num_samples=samples, out=out, pose_processes=pose_processes,
+                   clip_weights=str(clip_weights) if clip_weights else None)
 
 
 @app.command("ablate")

@@ -76,6 +76,9 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
         capsys, ["world", "render", "--sample", "s00p00", "--out", str(a_file)])
     assert "exists and is not a directory" in _one_line_error(
         capsys, ["ablate", "--limit", "1", "--run-dir", str(tmp_path / "ab"), "--out", str(a_file / "ab.md")])
+    assert "open_clip_config.json not found" in _one_line_error(
+        capsys, ["validate-metrics", "--samples", "16", "--clip-weights", str(tmp_path / "no-clip"),
+                 "--out", str(tmp_path / "v.md")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing created
     with pytest.raises(UserError, match="is a directory"):
         check_output_file(tmp_path)

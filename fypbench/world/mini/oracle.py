@@ -1,8 +1,9 @@
 """The mini world's attribute oracle: which character, colour, scene and style a frame shows (no CLIP).
 
-    python -m fypbench.world.mini.oracle --renders 300
+    python -m fypbench.world.mini.oracle --renders 300 [--blur 1.2]
 
-(measures the oracle's accuracy per field and per style on random ground-truth renders; see `validate`).
+(measures the oracle's accuracy per field and per style on random ground-truth renders, optionally blurred with a
+Gaussian of that radius in pixels, a generator-independent control for detail-poor frames; see `validate`).
 
 Every prompt word is a rendering parameter (reference/mini_world.md §7), so a frame is checked against its
 prompt with the renderer's own vocabulary, given the frame's (conditioning) COCO-17 keypoints:
@@ -603,17 +604,24 @@ def validation_render(index: int, size: int = 64):
     return video.frames[0], video.keypoints[0], compose(parts)
 
 
-def validate(renders: int = 300, size: int = 64, start: int = 0) -> dict[str, dict[str, float]]:
-    """Accuracy of the oracle on validation renders start.. start+renders-1 (see validation_render):
-    {"all": {field: accuracy}, "<style>": {field: accuracy, "renders": count}, ...}."""
+def validate(renders: int = 300, size: int = 64, start: int = 0, blur: float = 0.0) -> dict[str, dict[str, float]]:
+    """Accuracy of the oracle on validation renders start.. start+renders-1 (see validation_render), each blurred
+    with a Gaussian of radius `blur` px first if > 0: {"all": {field: accuracy, "read as minecraft": share},
+    "<style>": {field: accuracy, "renders": count, "read as minecraft": share}, ...}."""
+    from PIL import ImageFilter
+
     hits: dict[str, dict[str, float]] = {}
     for index in range(start, start + renders):
         frame, keypoints, prompt = validation_render(index, size)
+        if blur > 0:
+            frame = np.asarray(Image.fromarray(frame).filter(ImageFilter.GaussianBlur(blur)))
         expected = expected_attributes(prompt)
-        correct = measure_attributes(frame, keypoints).correct(expected)
+        measured = measure_attributes(frame, keypoints)
+        correct = measured.correct(expected)
         for group in ("all", expected.style or "none"):
-            row = hits.setdefault(group, {name: 0.0 for name in (*FIELDS, "renders")})
+            row = hits.setdefault(group, {name: 0.0 for name in (*FIELDS, "renders", "read as minecraft")})
             row["renders"] += 1
+            row["read as minecraft"] += float(measured.style == "minecraft")
             for name in FIELDS:
                 row[name] += float(correct[name])
     return {group: {name: (value if name == "renders" else value / row["renders"]) for name, value in row.items()}
@@ -625,15 +633,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--renders", type=int, default=300)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur radius (px) applied to every render")
     args = parser.parse_args(argv)
+    if args.blur < 0:
+        parser.error(f"--blur must be >= 0, got {args.blur}")
     began = time.perf_counter()
-    accuracy = validate(args.renders, args.size, args.start)
+    accuracy = validate(args.renders, args.size, args.start, args.blur)
     seconds = time.perf_counter() - began
-    print(f"{'style':<20} {'renders':>7} " + " ".join(f"{name:>9}" for name in FIELDS))
+    columns = (*FIELDS, "read as minecraft")
+    print(f"{'style':<20} {'renders':>7} " + " ".join(f"{name[:17]:>17}" for name in columns))
     for group in ["all", *sorted(g for g in accuracy if g != "all")]:
         row = accuracy[group]
-        print(f"{group:<20} {int(row['renders']):>7} " + " ".join(f"{row[name]:>9.3f}" for name in FIELDS))
-    print(f"({args.renders} renders at {args.size} px, {seconds:.1f} s)")
+        print(f"{group:<20} {int(row['renders']):>7} " + " ".join(f"{row[name]:>17.3f}" for name in columns))
+    print(f"({args.renders} renders at {args.size} px, blur radius {args.blur} px, oracle version {ORACLE_VERSION}, "
+          f"{seconds:.1f} s)")
 
 
 if __name__ == "__main__":

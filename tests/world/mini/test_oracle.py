@@ -101,6 +101,15 @@ def test_a_blurred_render_is_not_read_as_minecraft(index, monkeypatch):
     assert oracle.measure_attributes(blurred, keypoints).style == "minecraft"
 
 
+def test_validate_reports_blurred_renders_read_as_minecraft(monkeypatch):
+    blurred = oracle.validate(1, start=3, blur=1.2)["all"]  # validation render 3: van gogh style
+    assert blurred["style"] == 1.0 and blurred["read as minecraft"] == 0.0
+    monkeypatch.setattr(oracle, "MINECRAFT_MAX_WITHIN_BLOCK_SHARE", np.inf)
+    assert oracle.validate(1, start=3, blur=1.2)["all"]["read as minecraft"] == 1.0
+    with pytest.raises(SystemExit):
+        oracle.main(["--blur", "-1"])
+
+
 def test_confidences_and_posteriors():
     video = _video(Appearance("spider man", None, "on the moon", "van gogh style"))
     measured = oracle.measure_attributes(video.frames[0], video.keypoints[0])
