@@ -33,7 +33,7 @@ CS verb, CS colour, FC shuffled, unpaired and paired): none (shipped) 0.69 / 0.5
 0.93); [verb] 0.84 / 0.70, 0.91, 0.68 (0.80, 0.97, 0.94), 0.21 s/step; all five attributes 0.86 / 0.68, 0.90, 0.68
 (0.78, 0.96, 0.96), 0.45 s/step; with [verb] and a wider image tower (`model.vision_cfg.width`, 2026-11-27): 16
 0.855 / 0.72, 0.92, 0.69 (0.79, 0.99, 0.94), 0.47 s/step, 6.2 MB; 24 0.855 / 0.73, 0.92, 0.69 (0.81, 0.98, 0.96),
-0.71 s/step, 13.2 MB, where CS character also drops from 0.95 to 0.94. The verb becomes readable, but it also
+0.71 s/step, 13.2 MB; at both widths CS character also drops from 0.95 to 0.94. The verb becomes readable, but it also
 spreads the true prompts' scores (a verb seen poorly in the frames lowers them), so across videos a colour change
 is separated less, and width does not change that: not adopted; every preset keeps [].
 
