@@ -33,8 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=512)
     parser.add_argument("--prompts", type=int, default=256)
     args = parser.parse_args(argv)
-    import torch
-
     from fypbench.base import evaluate as ev
     from fypbench.base.components import load_base, mini_weights_dir
     from fypbench.base.sample import sample_images
@@ -42,7 +40,6 @@ def main(argv: list[str] | None = None) -> None:
     from fypbench.world.mini.scene import MINECRAFT_BLOCKS
 
     began = time.perf_counter()
-    torch.manual_seed(0)
     components = load_base(mini_weights_dir(), device="cpu")
     block = round(components.resolution / MINECRAFT_BLOCKS)
     items = ev.eval_items(args.items, start=1000)

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     baseline = per_video(args.baseline)
+    anchor_ids: list[str] = []  # the first variant run's samples: where the --show rows are averaged
     print("| run | method | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
     for run in args.runs:
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             if method not in variant.index.get_level_values(0) or method not in baseline.index.get_level_values(0):
                 fail(f"method {method!r} is not scored in both {run} and {args.baseline}")
             ids = sorted(variant.loc[method].index)
+            anchor_ids = anchor_ids or ids
             ours, theirs = variant.loc[method].reindex(ids), baseline.loc[method].reindex(ids)
             if theirs.isna().all(axis=None):
                 fail(f"{args.baseline} has no scores for {method!r} on {run}'s samples")
@@ -75,10 +77,9 @@ def main(argv: list[str] | None = None) -> None:
                 cells.append(f"{np.nanmean(ours[metric]):.3f} ({paired.difference:+.3f} "
                              f"[{paired.ci_low:+.3f}, {paired.ci_high:+.3f}])")
             print(f"| {run.name} (n={len(ids)}) | {method} | " + " | ".join(cells) + " |")
-    ids = sorted(per_video(args.runs[0]).loc[methods[0]].index)
     for method in [m for m in args.show.split(",") if m] + methods:
-        table = baseline.loc[method].reindex(ids)
-        print(f"| {args.baseline.name} (n={len(ids)}) | {method} | "
+        table = baseline.loc[method].reindex(anchor_ids)
+        print(f"| {args.baseline.name} (n={len(anchor_ids)}) | {method} | "
               + " | ".join(f"{np.nanmean(table[m]):.3f}" for m in METRICS) + " |")
 
 

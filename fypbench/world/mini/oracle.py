@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from fypbench.world.mini.appearance import CHARACTERS, COLOURS, PALETTE_SLOTS, RECOLOURABLE, SCENES, STYLES, Appearance
 from fypbench.world.mini.grammar import parse
@@ -608,8 +608,6 @@ def validate(renders: int = 300, size: int = 64, start: int = 0, blur: float = 0
     """Accuracy of the oracle on validation renders start.. start+renders-1 (see validation_render), each blurred
     with a Gaussian of radius `blur` px first if > 0: {"all": {field: accuracy, "read as minecraft": share},
     "<style>": {field: accuracy, "renders": count, "read as minecraft": share}, ...}."""
-    from PIL import ImageFilter
-
     hits: dict[str, dict[str, float]] = {}
     for index in range(start, start + renders):
         frame, keypoints, prompt = validation_render(index, size)
