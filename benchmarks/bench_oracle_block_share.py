@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     from fypbench.base.components import load_base, mini_weights_dir
     from fypbench.base.sample import sample_images
     from fypbench.world.mini import oracle
-    from fypbench.world.mini.scene import MINECRAFT_BLOCKS
+    from fypbench.world.mini.scene import MINECRAFT_BLOCKS, block_size
 
     began = time.perf_counter()
     components = load_base(mini_weights_dir(), device="cpu")
-    block = round(components.resolution / MINECRAFT_BLOCKS)
+    block = block_size(components.resolution, components.resolution, MINECRAFT_BLOCKS)
     items = ev.eval_items(args.items, start=1000)
     renders, _ = ev.render_items(items, components.resolution)
     reconstructions = ev.reconstruct(components.vae, renders)

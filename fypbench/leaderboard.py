@@ -277,8 +277,7 @@ def to_html(results: dict[str, Any], run_dir: Path, folder: Path) -> str:
                 preview = run_dir / "videos" / m / f"{sid}.gif"
                 if not inside_run:
                     copy = folder / "gallery" / m / f"{sid}.gif"
-                    copy.parent.mkdir(parents=True, exist_ok=True)
-                    with atomic_path(copy) as tmp:
+                    with atomic_path(copy) as tmp:  # creates gallery/<method>/
                         shutil.copyfile(preview, tmp)
                     preview = copy
                 rel = os.path.relpath(preview, folder)

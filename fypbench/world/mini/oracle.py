@@ -57,7 +57,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from fypbench.world.mini.appearance import CHARACTERS, COLOURS, PALETTE_SLOTS, RECOLOURABLE, SCENES, STYLES, Appearance
 from fypbench.world.mini.grammar import parse
-from fypbench.world.mini.scene import MINECRAFT_BLOCKS, apply_style, paint_scene
+from fypbench.world.mini.scene import MINECRAFT_BLOCKS, apply_style, block_size, paint_scene
 
 FIELDS = ("character", "colour", "scene", "style")
 # Bumped whenever a reading can change; recorded with every figure the oracle produces.
@@ -179,6 +179,7 @@ SUBJECTS: tuple[tuple[str, str | None], ...] = tuple(
     [(character, None) for character in CHARACTERS]
     + [(character, colour) for character in RECOLOURABLE for colour in COLOURS])
 BACKGROUNDS: tuple[tuple[str, str], ...] = tuple((scene, style) for scene in SCENES for style in STYLES)
+MINECRAFT_BACKGROUNDS = np.array([style == "minecraft" for _, style in BACKGROUNDS])
 
 
 @functools.lru_cache(maxsize=4)
@@ -510,9 +511,8 @@ def measure_attributes(frame: np.ndarray, keypoints: np.ndarray) -> MeasuredAttr
     figure = _figure_mask(points, scale, size)
 
     background_scores = _background_scores(frame, figure)
-    block = max(1, round(size / MINECRAFT_BLOCKS))
-    if within_block_variance_share(frame, block) > MINECRAFT_MAX_WITHIN_BLOCK_SHARE:
-        background_scores[[style == "minecraft" for _, style in BACKGROUNDS]] = np.inf
+    if within_block_variance_share(frame, block_size(size, size, MINECRAFT_BLOCKS)) > MINECRAFT_MAX_WITHIN_BLOCK_SHARE:
+        background_scores[MINECRAFT_BACKGROUNDS] = np.inf
     order = np.argsort(background_scores, kind="stable")
     best = float(background_scores[order[0]])
     temperature = max(BACKGROUND_TEMPERATURE_FLOOR, BACKGROUND_TEMPERATURE_SHARE * best)

@@ -113,9 +113,15 @@ CARTOON_LEVELS = 4  # per channel: 0, 85, 170, 255
 CARTOON_EDGE_THRESHOLD = 48
 
 
+def block_size(height: int, width: int, blocks: int) -> int:
+    """Side in pixels of the square blocks a pixelating style (minecraft, pixel art) uses: `blocks` across the
+    shorter side."""
+    return max(1, round(min(width, height) / blocks))
+
+
 def _pixelate(image: Image.Image, blocks: int) -> tuple[Image.Image, int]:
     width, height = image.size
-    block = max(1, round(min(width, height) / blocks))
+    block = block_size(height, width, blocks)
     cells = (-(-width // block), -(-height // block))
     small = image.resize(cells, Image.Resampling.BOX)
     big = small.resize((cells[0] * block, cells[1] * block), Image.Resampling.NEAREST)
