@@ -50,6 +50,8 @@ Detectors:
   0.635 / 0.516 / 0.736 / 0.09 at 137 ms per frame, lite (0) 0.674 / 0.511 / 0.777 / 0.09 at 65 ms. Neither is
   adopted: both share the full model's person detector, which is what misses the figures (minecraft 0.00 and pixel
   art 0.14-0.36 in all three), and neither is in the wheel (the runtime would need an install-time download).
+  The three notices its native code prints when a graph first runs are dropped from stderr
+  (MEDIAPIPE_START_NOTICES); anything else it prints passes.
 - `MMPoseDetector`: mmpose top-down (optional `[mmpose]` extra) with user-supplied config + checkpoint and an
   optional mmdet person detector; instance score = bbox score x mean keypoint score.
 Detection runs over videos in a process pool (`detect_videos`), one detector per worker, results in input order.
@@ -63,6 +65,9 @@ import importlib.util
 import io
 import math
 import os
+import re
+import sys
+import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -238,6 +243,39 @@ def mediapipe_config(resize_long_side: int = 256, min_detection_confidence: floa
             "instance_score": "mean visibility of the 17 mapped landmarks", "max_persons": 1}
 
 
+# What mediapipe 0.10.14's native code prints to the process's stderr when a Pose graph first runs (TFLite's delegate
+# notice, absl's pre-InitializeLog notice, the feedback manager's "single signature" warning): the same lines for
+# every detector of every scoring worker, none about the input. Anything else it prints is passed on.
+MEDIAPIPE_START_NOTICES = (
+    re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+    re.compile(r"^W0000 [0-9:. ]+\d+ inference_feedback_manager\.cc:\d+\] Feedback manager requires a model with a "
+               r"single signature inference\. Disabling support for feedback tensors\.$"),
+)
+
+
+@contextlib.contextmanager
+def native_stderr_without(notices: Sequence[re.Pattern]):
+    """Capture file descriptor 2 (native libraries write there, not to sys.stderr) for the block; afterwards
+    write every captured line that matches none of `notices` to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines()
+                    if not any(notice.match(line) for notice in notices)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+
+
 class MediaPipePoseDetector(PoseDetector):
     def __init__(self, resize_long_side: int = 256, min_detection_confidence: float = MIN_DETECTION_CONFIDENCE,
                  pad_fraction: float = PAD_FRACTION, min_tracking_confidence: float = MIN_TRACKING_CONFIDENCE,
@@ -259,6 +297,7 @@ class MediaPipePoseDetector(PoseDetector):
         self.resize_long_side = resize_long_side
         self.pad_fraction = pad_fraction
         self.variants = _check_variants(variants)
+        self._started = False  # the graph starts (and prints its start notices) on the first frame
         self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
                                             enable_segmentation=False,
                                             min_detection_confidence=min_detection_confidence,
@@ -283,7 +322,12 @@ class MediaPipePoseDetector(PoseDetector):
         with warnings.catch_warnings():  # protobuf's deprecation notice, raised inside mediapipe 0.10.14
             warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated",
                                     category=UserWarning)
-            result = self._pose.process(np.ascontiguousarray(image))
+            if self._started:
+                result = self._pose.process(np.ascontiguousarray(image))
+            else:
+                with native_stderr_without(MEDIAPIPE_START_NOTICES):
+                    result = self._pose.process(np.ascontiguousarray(image))
+                self._started = True
         if result.pose_landmarks is None:
             return None
         landmarks = result.pose_landmarks.landmark

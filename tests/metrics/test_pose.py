@@ -339,3 +339,36 @@ def test_the_default_detector_does_not_find_a_person_in_skeleton_maps():
     maps = np.stack([draw_openpose_from_coco(k, SIZE) for k in video.keypoints])
     (detections,) = detect_videos(DetectorSpec("mediapipe"), [maps])
     assert sum(len(d) > 0 for d in detections) <= 1
+
+
+def test_native_stderr_filter_drops_the_start_notices_and_passes_everything_else(capfd):
+    import os
+
+    from fypbench.metrics.pose import MEDIAPIPE_START_NOTICES, native_stderr_without
+
+    notices = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+               b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+               b"W0000 00:00:1795777222.342024    9470 inference_feedback_manager.cc:114] Feedback manager requires a "
+               b"model with a single signature inference. Disabling support for feedback tensors.\n")
+    with native_stderr_without(MEDIAPIPE_START_NOTICES):
+        os.write(2, notices + b"E0000 calculator_graph.cc:1] something else\n")
+    assert capfd.readouterr().err == "E0000 calculator_graph.cc:1] something else\n"
+    with pytest.raises(RuntimeError), native_stderr_without(MEDIAPIPE_START_NOTICES):
+        os.write(2, notices + b"F0000 before the error\n")
+        raise RuntimeError("boom")
+    assert capfd.readouterr().err == "F0000 before the error\n"  # kept when the block fails too
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"  # fd 2 restored
+
+
+@needs_mediapipe
+def test_the_detectors_first_frame_prints_no_start_notices(capfd):
+    from fypbench.metrics.pose import MediaPipePoseDetector
+
+    detector = MediaPipePoseDetector()
+    try:
+        detector.detect(_mannequin_video().frames[:2])
+    finally:
+        detector.close()
+    err = capfd.readouterr().err
+    assert "inference_feedback_manager" not in err and "XNNPACK" not in err
