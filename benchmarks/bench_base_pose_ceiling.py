@@ -123,6 +123,7 @@ def markdown(record: dict, args, seconds: float, baseline: str, samples: str) ->
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from fypbench.errors import UserError
     from fypbench.io import write_text_atomic
     from fypbench.protocol import load_protocol, select_samples
     from fypbench.registry import METHODS, WORLDS
@@ -132,7 +133,12 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     world = WORLDS.load("mini")()
     protocol = load_protocol("fyp-1024")
-    samples, subset = select_samples(protocol, None if args.subset == "none" else args.subset, args.limit or None)
+    try:
+        samples, subset = select_samples(protocol, None if args.subset == "none" else args.subset,
+                                         args.limit or None)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     pose_guidance = {"unconditional_pose": False}
     generators = {"reference": METHODS.load("reference").from_world(world)}
     if not args.truth_only:

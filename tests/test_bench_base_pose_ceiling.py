@@ -48,3 +48,11 @@ def test_bad_arguments_are_usage_errors():
             bench.parse_args(argv)
         assert exit_info.value.code == 2
     assert bench.parse_args(["--run-dir", "r"]).strengths == [0.0, 0.2, 0.4, 0.6, 0.8]
+
+
+def test_an_unknown_subset_or_too_large_limit_exits_2_before_any_generation(tmp_path, capsys):
+    bench = load_benchmark("bench_base_pose_ceiling")
+    for argv in (["--subset", "nosuchsubset"], ["--limit", "129"]):
+        assert bench.main(["--run-dir", str(tmp_path / "run"), *argv]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "run").exists()
