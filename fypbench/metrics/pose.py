@@ -322,12 +322,9 @@ class MediaPipePoseDetector(PoseDetector):
         with warnings.catch_warnings():  # protobuf's deprecation notice, raised inside mediapipe 0.10.14
             warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated",
                                     category=UserWarning)
-            if self._started:
+            with contextlib.nullcontext() if self._started else native_stderr_without(MEDIAPIPE_START_NOTICES):
                 result = self._pose.process(np.ascontiguousarray(image))
-            else:
-                with native_stderr_without(MEDIAPIPE_START_NOTICES):
-                    result = self._pose.process(np.ascontiguousarray(image))
-                self._started = True
+            self._started = True
         if result.pose_landmarks is None:
             return None
         landmarks = result.pose_landmarks.landmark
